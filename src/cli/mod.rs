@@ -1,0 +1,253 @@
+//! The command line: clap definitions, turned into plain options for `commands`, so clap never reaches the core.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::exit::{exit_for, Exit};
+
+/// Deploy NixOS configurations to fleets, with deployments written as Rhai runbooks.
+#[derive(Debug, Parser)]
+#[command(name = "nixdeploy", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the inventory comes from and which hosts are in play.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// The flake that holds the inventory (`nixdeploy`, `deploy.nodes` or `nixosConfigurations`).
+    #[arg(long, value_name = "REF", default_value = ".")]
+    pub flake: String,
+    /// Only these hosts: names, globs (`web-*`), tags (`@db`), `,` for union, `!` to exclude.
+    #[arg(long, value_name = "SELECTOR")]
+    pub on: Option<String>,
+}
+
+/// Where runbook libraries are looked up.
+#[derive(Debug, Clone, Args)]
+pub struct LibArgs {
+    /// A directory searched for `import "name"` (repeatable; also `NIXDEPLOY_PATH`, colon-separated).
+    #[arg(long = "lib", value_name = "DIR")]
+    pub lib: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a runbook against the fleet.
+    Run(RunArgs),
+    /// An interactive session on the same engine as `run`.
+    Repl(ReplArgs),
+    /// List the selected hosts.
+    Hosts(HostsArgs),
+    /// Compile runbooks and everything they import, without contacting any host.
+    Check(CheckArgs),
+    /// Write the API reference (Markdown) and `.d.rhai` definitions.
+    Doc(DocArgs),
+    /// Show the deployment journal.
+    Log(LogArgs),
+    /// Disposable local targets: network namespaces running sshd, each with its own Nix store.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
+    },
+}
+
+/// `nixdeploy run`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct RunArgs {
+    /// The runbook to run (`runbooks/apply.rhai`).
+    runbook: Option<PathBuf>,
+    #[command(flatten)]
+    fleet: FleetArgs,
+    #[command(flatten)]
+    lib: LibArgs,
+    /// How many hosts are worked on at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    parallel: u32,
+    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print newline-delimited JSON events instead of the terminal view.
+    #[arg(long)]
+    json: bool,
+    /// Run read-only steps for real; mutating steps only report what they would do.
+    #[arg(long)]
+    dry_run: bool,
+    /// Answer yes to every `wait_for_confirm` gate.
+    #[arg(long)]
+    yes: bool,
+    /// Break deploy locks held by other runs (loudly).
+    #[arg(long)]
+    force_unlock: bool,
+    /// Print help (with the runbook's own parameters when a runbook is given).
+    #[arg(long, short = 'h')]
+    help: bool,
+}
+
+/// `nixdeploy repl`.
+#[derive(Debug, Args)]
+struct ReplArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    #[command(flatten)]
+    lib: LibArgs,
+    /// How many hosts are worked on at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    parallel: u32,
+    /// Answer yes to every `wait_for_confirm` gate.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// `nixdeploy hosts`.
+#[derive(Debug, Args)]
+struct HostsArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `nixdeploy check`.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The runbooks to compile.
+    #[arg(required = true)]
+    runbooks: Vec<PathBuf>,
+    #[command(flatten)]
+    lib: LibArgs,
+    /// The flake whose inputs serve `import "flake:..."`.
+    #[arg(long, value_name = "REF")]
+    flake: Option<String>,
+}
+
+/// `nixdeploy doc`.
+#[derive(Debug, Args)]
+struct DocArgs {
+    /// Directory to write the reference into.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// `nixdeploy log`.
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Show only this host's history.
+    host: Option<String>,
+    /// Only records of these hosts.
+    #[arg(long, value_name = "SELECTOR")]
+    on: Option<String>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxAction {
+    /// Bring up (or complete) a sandbox fleet.
+    Up {
+        /// How many hosts.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+        hosts: u32,
+        /// How many remote builders (hosts that also build `aarch64-linux`).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+        builders: u32,
+        /// Closure size per host in KiB (shared paths plus one unique path).
+        #[arg(long, default_value_t = 1024)]
+        size_kib: u64,
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Show the sandbox's hosts and whether they answer.
+    Status {
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every namespace, mount, process and file the sandbox created.
+    Down {
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(err) => {
+            eprintln!("{}", render_error(&err));
+            ExitCode::from(exit_for(&err).code())
+        }
+    }
+}
+
+/// `error: what failed: why`, one cause per `: `; rendered failures are printed as they are.
+fn render_error(err: &anyhow::Error) -> String {
+    if let Some(f) = err.downcast_ref::<crate::exit::Failure>() {
+        if f.message.starts_with("error") {
+            return f.message.clone();
+        }
+    }
+    let mut text = String::from("error: ");
+    let mut first = true;
+    for cause in err.chain() {
+        if !first {
+            text.push_str(": ");
+        }
+        first = false;
+        text.push_str(&cause.to_string());
+    }
+    text
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Run(a) => commands::run::run(commands::run::Options {
+            runbook: a.runbook,
+            flake: a.fleet.flake,
+            on: a.fleet.on,
+            lib: a.lib.lib,
+            parallel: a.parallel as usize,
+            set: a.set,
+            json: a.json,
+            dry_run: a.dry_run,
+            yes: a.yes,
+            force_unlock: a.force_unlock,
+            help: a.help,
+        }),
+        Command::Repl(a) => commands::repl::run(commands::repl::Options {
+            flake: a.fleet.flake,
+            on: a.fleet.on,
+            lib: a.lib.lib,
+            parallel: a.parallel as usize,
+            yes: a.yes,
+        }),
+        Command::Hosts(a) => commands::hosts::run(&a.fleet.flake, a.fleet.on.as_deref(), a.json),
+        Command::Check(a) => commands::check::run(&a.runbooks, &a.lib.lib, a.flake.as_deref()),
+        Command::Doc(a) => commands::doc::run(&a.out),
+        Command::Log(a) => commands::log::run(a.host.as_deref(), a.on.as_deref(), a.json),
+        Command::Sandbox { action } => match action {
+            SandboxAction::Up {
+                hosts,
+                builders,
+                size_kib,
+                dir,
+            } => commands::sandbox::up(dir, hosts as usize, builders as usize, size_kib),
+            SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
+            SandboxAction::Down { dir } => commands::sandbox::down(dir),
+        },
+    }
+}

@@ -1,0 +1,9 @@
+//! One module per subcommand; each takes plain options (never clap types) and returns an exit code.
+
+pub mod check;
+pub mod doc;
+pub mod hosts;
+pub mod log;
+pub mod repl;
+pub mod run;
+pub mod sandbox;
