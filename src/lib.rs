@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod cli;
 pub mod commands;
+pub mod context;
 pub mod engine;
 pub mod exit;
 pub mod fleet;
@@ -15,4 +16,5 @@ pub mod plan;
 pub mod repl;
 pub mod report;
 pub mod sandbox;
+pub mod steps;
 pub mod transport;

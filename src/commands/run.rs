@@ -1,26 +1,184 @@
-//! `nixdeploy run`.
+//! `nixdeploy run RUNBOOK`: load the inventory, run the runbook on the engine, settle
+//! activations, print the summary, journal every host, and exit with the truthful status.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::exit::Exit;
+use anyhow::Context as _;
+
+use crate::context::{Context, Interrupt, RunMeta, RunOptions};
+use crate::engine::Session;
+use crate::exit::{Exit, Failure};
+use crate::fleet::Inventory;
+use crate::report::{render_summary, Event, JsonSink, Level, Reporter, Sink, TerminalSink};
 
 /// Everything `nixdeploy run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The runbook file.
     pub runbook: Option<PathBuf>,
+    /// `--flake`.
     pub flake: String,
+    /// `--on`.
     pub on: Option<String>,
+    /// `--lib` directories.
     pub lib: Vec<PathBuf>,
+    /// `--parallel`.
     pub parallel: usize,
+    /// `--set key=value` pairs, unparsed.
     pub set: Vec<String>,
+    /// `--json`.
     pub json: bool,
+    /// `--dry-run`.
     pub dry_run: bool,
+    /// `--yes`.
     pub yes: bool,
+    /// `--force-unlock`.
     pub force_unlock: bool,
+    /// `--help`.
     pub help: bool,
 }
 
+const USAGE: &str = "Usage: nixdeploy run RUNBOOK [--flake REF] [--on SELECTOR] [--parallel N] [--set KEY=VALUE]... \
+[--json] [--dry-run] [--yes] [--force-unlock] [--lib DIR]...";
+
+/// Parses `--set key=value` into the runbook's `params` map (numbers and booleans typed).
+pub fn parse_params(set: &[String]) -> Result<rhai::Map, Failure> {
+    let mut params = rhai::Map::new();
+    for item in set {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(Failure::input(format!("--set `{item}`: expected KEY=VALUE")));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Failure::input(format!(
+                "--set `{item}`: the key must be letters, digits and `_`"
+            )));
+        }
+        params.insert(key.into(), rhai::Dynamic::from(value.to_string()));
+    }
+    Ok(params)
+}
+
+/// Builds the async runtime and the context every step shares.
+pub fn make_context(
+    runtime: &tokio::runtime::Runtime,
+    inventory: Arc<Inventory>,
+    on: Option<&str>,
+    sinks: Vec<Box<dyn Sink>>,
+    options: RunOptions,
+    runbook: &str,
+) -> anyhow::Result<Arc<Context>> {
+    let allowed = inventory.select(on)?;
+    let ctx = Context {
+        allowed,
+        pool: crate::transport::Pool::new().context("cannot create the ssh control directory")?,
+        nix: crate::nix::Nix { options: inventory.nix_options.clone() },
+        reporter: Reporter::new(sinks),
+        options,
+        interrupt: Arc::new(Interrupt::default()),
+        meta: RunMeta::detect(runbook, on),
+        runtime: runtime.handle().clone(),
+        locks: Default::default(),
+        armed: Default::default(),
+        inventory,
+    };
+    Ok(Arc::new(ctx))
+}
+
+/// Ctrl-C: the first stops new host operations and lets in-flight ones finish (and confirm or
+/// roll back); the second abandons them; a third ends the process.
+pub fn watch_interrupts(runtime: &tokio::runtime::Runtime, ctx: &Arc<Context>) {
+    let ctx = ctx.clone();
+    runtime.spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            match ctx.interrupt.escalate() {
+                1 => ctx.reporter.message(
+                    Level::Warn,
+                    "interrupted: starting nothing new; in-flight hosts finish and confirm or roll back (Ctrl-C again to abort)",
+                ),
+                2 => ctx.reporter.message(
+                    Level::Warn,
+                    "aborting: unconfirmed hosts roll themselves back when their confirm timeout passes",
+                ),
+                _ => std::process::exit(Exit::Interrupted.code() as i32),
+            }
+        }
+    });
+}
+
 /// Runs a runbook.
-pub fn run(_opts: Options) -> anyhow::Result<Exit> {
-    anyhow::bail!("`nixdeploy run` is being built")
+pub fn run(opts: Options) -> anyhow::Result<Exit> {
+    let Some(runbook) = opts.runbook.clone() else {
+        if opts.help {
+            println!("Run a runbook against the fleet.\n\n{USAGE}");
+            return Ok(Exit::Success);
+        }
+        return Err(Failure::new(Exit::Usage, format!("error: a runbook is required\n\n{USAGE}")).into());
+    };
+    if opts.help {
+        println!("{USAGE}");
+        return Ok(Exit::Success);
+    }
+    let params = parse_params(&opts.set)?;
+    let source = runbook.display().to_string();
+    let text = std::fs::read_to_string(&runbook)
+        .map_err(|e| Failure::input(format!("cannot read runbook {source}: {e}")))?;
+
+    // Compile before anything else: a broken runbook touches nothing and costs no evaluation.
+    let mut probe = Session::new(None, params.clone(), opts.lib.clone(), Default::default());
+    probe.compile(&source, &text).map_err(|e| Failure::new(e.exit, e.rendered))?;
+
+    let inventory = Arc::new(Inventory::load(&opts.flake)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let sinks: Vec<Box<dyn Sink>> =
+        if opts.json { vec![Box::new(JsonSink::stdout())] } else { vec![Box::new(TerminalSink::new())] };
+    let run_options = RunOptions {
+        parallel: opts.parallel,
+        dry_run: opts.dry_run,
+        yes: opts.yes,
+        force_unlock: opts.force_unlock,
+        interactive: std::io::stdin().is_terminal(),
+    };
+    let ctx = make_context(&runtime, inventory.clone(), opts.on.as_deref(), sinks, run_options, &source)?;
+    watch_interrupts(&runtime, &ctx);
+    ctx.reporter.emit(Event::RunStarted {
+        runbook: source.clone(),
+        hosts: ctx.allowed.iter().map(|h| h.name.clone()).collect(),
+        dry_run: opts.dry_run,
+    });
+    let started = std::time::Instant::now();
+    let mut session = Session::new(Some(ctx.clone()), params, opts.lib.clone(), inventory.flake_inputs.clone());
+    let outcome = session.run_file(&runbook);
+    runtime.block_on(crate::activation::settle(&ctx));
+
+    let mut exit = Exit::Success;
+    if let Err(e) = &outcome {
+        ctx.reporter.message(Level::Error, e.rendered.trim_start_matches("error: ").to_string());
+        exit = e.exit;
+    }
+    let unhandled = session.unhandled_failures();
+    for (at, message) in &unhandled {
+        ctx.reporter.message(Level::Error, format!("{at}: {message}"));
+    }
+    let recorder = ctx.reporter.recorder();
+    if exit == Exit::Success && (!recorder.all_good() || !unhandled.is_empty()) {
+        exit = Exit::HostsFailed;
+    }
+    if exit == Exit::Success && ctx.interrupt.stopping() {
+        exit = Exit::Interrupted;
+    }
+    crate::commands::journal_run(&ctx, started.elapsed());
+    ctx.reporter.emit(Event::RunFinished {
+        exit_code: exit.code(),
+        hosts: recorder.hosts().into_iter().map(|(h, r)| (h, r.state)).collect(),
+    });
+    ctx.reporter.finish();
+    if !opts.json {
+        eprint!("\n{}", render_summary(recorder));
+    }
+    runtime.block_on(ctx.pool.close_all());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(exit)
 }

@@ -1,1 +1,9 @@
-//! transport.
+//! How a host is reached: shell quoting, ssh targets, and one multiplexed connection per host.
+
+mod pool;
+mod quote;
+mod ssh;
+
+pub use pool::Pool;
+pub use quote::{command_line, quote};
+pub use ssh::{Connection, Output, Stream, Target};

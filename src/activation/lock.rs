@@ -1,0 +1,168 @@
+//! Deploy locks: one run at a time per host. The lock is an `flock` held by a remote process fed
+//! heartbeats over the run's connection, so it ends with the deployer — even one killed outright.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::script::STATE_DIR;
+use crate::context::Context;
+use crate::fleet::Host;
+use crate::report::Level;
+use crate::transport::quote;
+
+/// Seconds without a heartbeat after which the remote holder gives the lock up.
+const EXPIRY_SECS: u64 = 30;
+/// How often the deployer sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A held lock: dropping it (or the deployer dying) closes the holder's stdin and frees the host.
+pub struct LockGuard {
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// The remote command that takes the lock or says who holds it.
+fn lock_command(owner: &str) -> String {
+    let dir = STATE_DIR;
+    let holder = format!(
+        "if ! flock -n {dir}/activation.lock true; then echo pending; exit 76; fi; \
+         printf '%s holder=%s\\n' \"$1\" \"$$\" > {dir}/deploy.owner; echo locked; \
+         while timeout {EXPIRY_SECS} sh -c 'read -r x'; do :; done"
+    );
+    format!(
+        "mkdir -p {dir}; flock -n -E 75 {dir}/deploy.lock sh -c {holder} sh {owner}; rc=$?; \
+         if [ $rc -eq 75 ]; then echo \"busy $(cat {dir}/deploy.owner 2>/dev/null)\"; fi; exit $rc",
+        holder = quote(&holder),
+        owner = quote(owner),
+    )
+}
+
+/// Kills the process holding another run's lock (for `--force-unlock`).
+fn break_command() -> String {
+    let dir = STATE_DIR;
+    format!(
+        "h=$(sed -n 's/.* holder=\\([0-9][0-9]*\\).*/\\1/p' {dir}/deploy.owner 2>/dev/null); \
+         [ -n \"$h\" ] && kill \"$h\" 2>/dev/null; i=0; \
+         while ! flock -n {dir}/deploy.lock true && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; true"
+    )
+}
+
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Makes sure this run holds `host`'s deploy lock (taken once, kept until the run ends).
+pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
+    if ctx.locks.lock().unwrap().contains_key(&host.name) {
+        return Ok(());
+    }
+    let owner = format!(
+        "{}@{} pid={} runbook={} since={}",
+        ctx.meta.user,
+        ctx.meta.machine,
+        std::process::id(),
+        ctx.meta.runbook.replace(' ', "_"),
+        rfc3339_now()
+    );
+    let conn = ctx.pool.get(&ctx.target(host)).await?;
+    for attempt in 0..2 {
+        let mut child = conn.spawn_held(&lock_command(&owner)).await?;
+        let stdout = child.stdout().take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .map_err(|_| anyhow!("no answer from {} while taking its deploy lock", host.name))?
+            .unwrap_or(None)
+            .unwrap_or_default();
+        if first == "locked" {
+            let mut stdin = child.stdin().take().expect("piped");
+            let heartbeat = tokio::spawn(async move {
+                let _child = child;
+                loop {
+                    if stdin.write_all(b"\n").await.is_err() || stdin.flush().await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(HEARTBEAT).await;
+                }
+            });
+            ctx.locks.lock().unwrap().insert(host.name.clone(), LockGuard { heartbeat });
+            return Ok(());
+        }
+        let holder = first.strip_prefix("busy ").map(str::to_string);
+        let pending = first == "pending";
+        if ctx.options.force_unlock && attempt == 0 {
+            let what = if pending { "an unconfirmed activation".to_string() } else { holder.clone().unwrap_or_default() };
+            ctx.reporter.message(
+                Level::Warn,
+                format!("--force-unlock: breaking the deploy lock of {} held by {what}", host.name),
+            );
+            if !pending {
+                conn.run(&break_command(), None).await?;
+            } else {
+                bail!(
+                    "{} has an activation waiting for confirmation or rollback; it ends within its confirm timeout (not broken by --force-unlock)",
+                    host.name
+                );
+            }
+            continue;
+        }
+        if pending {
+            bail!(
+                "{} has an activation waiting for confirmation or rollback by another run; try again once it has ended",
+                host.name
+            );
+        }
+        return match holder {
+            Some(h) => Err(anyhow!(
+                "{} is locked by another deployment: {h}; wait for it to finish, or pass --force-unlock if that run is gone",
+                host.name
+            )),
+            None => Err(anyhow!("cannot take the deploy lock on {}: {}", host.name, first)),
+        };
+    }
+    bail!("cannot take the deploy lock on {} even after breaking it", host.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_map_to_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+    }
+
+    #[test]
+    fn lock_commands_are_valid_shell() {
+        for script in [lock_command("root@x pid=1 since=now"), break_command()] {
+            let out = std::process::Command::new("sh").arg("-n").arg("-c").arg(&script).output().unwrap();
+            assert!(out.status.success(), "{script}");
+        }
+    }
+}

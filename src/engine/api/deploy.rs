@@ -1,0 +1,194 @@
+//! Deploy primitives: `build`, `copy`, `activate`, `confirm`, `rollback`.
+
+use rhai::plugin::*;
+
+use super::{targets, Report};
+
+/// Building, copying and activating systems.
+#[export_module]
+pub mod api {
+    use std::collections::BTreeMap;
+
+    use super::super::options::Options;
+    use super::super::{api, call_site, fail, targets, Report};
+    use super::{all_hosts_of, record, with_paths};
+    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode};
+    use crate::fleet::BuildOn;
+    use crate::steps;
+
+    /// Builds the systems of the hosts — ONE Nix invocation for all hosts built here, remote
+    /// builders through Nix's own `--builders`, `buildOn = "target"` hosts on the host itself.
+    /// Returns a report whose entries carry each host's toplevel `path`.
+    ///
+    /// ```rhai
+    /// let b = build(hosts("@web"));
+    /// print(b["web-1"].path);
+    /// ```
+    #[rhai_fn(name = "build", return_raw)]
+    pub fn build(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        build_with(ctx, hosts, rhai::Map::new())
+    }
+
+    /// `build` with options: `on` maps host names to where each is built (`"local"`,
+    /// `"target"`, or a builder name), e.g. from `builders::plan`.
+    ///
+    /// ```rhai
+    /// let b = build(hosts(), #{ on: #{ "arm-1": "arm" } });
+    /// ```
+    #[rhai_fn(name = "build", return_raw)]
+    pub fn build_with(ctx: NativeCallContext, hosts: Dynamic, options: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let mut opts = Options::new("build", options);
+        let mut build_on = BTreeMap::new();
+        if let Some(on) = opts.raw("on") {
+            let Some(map) = on.try_cast::<rhai::Map>() else {
+                return fail("build: option `on` must be a map of host name to \"local\", \"target\" or a builder name");
+            };
+            for (name, place) in map {
+                let place = place.into_string().map_err(|t| format!("build: `on.{name}` must be a string, found {t}"))?;
+                let place = match place.as_str() {
+                    "local" => BuildOn::Local,
+                    "target" => BuildOn::Target,
+                    b if api.ctx.inventory.builders.contains_key(b) => BuildOn::Builder(b.to_string()),
+                    b => {
+                        let known: Vec<&str> = api.ctx.inventory.builders.keys().map(String::as_str).collect();
+                        return fail(format!("build: unknown builder `{b}` for {name}; builders: {}", known.join(", ")));
+                    }
+                };
+                build_on.insert(name.to_string(), place);
+            }
+        }
+        opts.finish()?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
+        let results = api.ctx.runtime.block_on(steps::build(&api.ctx, &hosts, &steps::BuildOptions { build_on }));
+        Ok(record(&api, Report::from_results("build", call_site(&ctx), results, |b| Some(b.path.clone()))))
+    }
+
+    /// Copies each host's closure to it over its open connection — only the paths it lacks,
+    /// nothing when it already has them. Takes a `build` report (or hosts, whose systems must
+    /// already be built).
+    ///
+    /// ```rhai
+    /// let c = copy(build(hosts()));
+    /// ```
+    #[rhai_fn(name = "copy", return_raw)]
+    pub fn copy(ctx: NativeCallContext, built: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        copy_with(ctx, built, rhai::Map::new())
+    }
+
+    /// `copy` with options: `substitute` (default `true`) lets hosts fetch paths from their own
+    /// binary caches.
+    ///
+    /// ```rhai
+    /// copy(b, #{ substitute: false });
+    /// ```
+    #[rhai_fn(name = "copy", return_raw)]
+    pub fn copy_with(ctx: NativeCallContext, built: Dynamic, options: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let mut opts = Options::new("copy", options);
+        let substitute = opts.bool("substitute")?.unwrap_or(true);
+        opts.finish()?;
+        let items = with_paths(&targets(&api.ctx, &built)?);
+        let results = api.ctx.runtime.block_on(steps::copy(&api.ctx, items, steps::CopyOptions { substitute }));
+        Ok(record(&api, Report::from_results("copy", call_site(&ctx), results, |c| Some(c.path.clone()))))
+    }
+
+    /// Activates each host's new system in `switch` mode with magic rollback.
+    ///
+    /// ```rhai
+    /// activate(copy(build(hosts())));
+    /// ```
+    #[rhai_fn(name = "activate", return_raw)]
+    pub fn activate(ctx: NativeCallContext, built: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        activate_with(ctx, built, rhai::Map::new())
+    }
+
+    /// Activates each host's new system. Options: `mode` (`"switch"`, `"boot"`, `"test"`,
+    /// `"dry-activate"`), `magic_rollback` (default `true`: the host rolls itself back unless
+    /// confirmed over a brand-new connection), `confirm_timeout` (30 s), `activation_timeout`
+    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`).
+    /// A host already running the system is left alone (no new generation).
+    ///
+    /// ```rhai
+    /// let r = activate(b, #{ mode: "switch", confirm_timeout: 60 });
+    /// if !r.ok { print(r.failed); }
+    /// ```
+    #[rhai_fn(name = "activate", return_raw)]
+    pub fn activate_with(ctx: NativeCallContext, built: Dynamic, options: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let mut opts = Options::new("activate", options);
+        let mut o = ActivateOptions::default();
+        if let Some(mode) = opts.string("mode")? {
+            o.mode = Mode::parse(&mode).map_err(|e| format!("activate: {e}"))?;
+        }
+        if let Some(m) = opts.bool("magic_rollback")? {
+            o.magic_rollback = m;
+        }
+        if let Some(t) = opts.seconds("confirm_timeout")? {
+            o.confirm_timeout = t;
+        }
+        if let Some(t) = opts.seconds("activation_timeout")? {
+            o.activation_timeout = t;
+        }
+        if let Some(c) = opts.string("confirm")? {
+            o.confirm = match c.as_str() {
+                "auto" => ConfirmMode::Auto,
+                "manual" => ConfirmMode::Manual,
+                other => return fail(format!("activate: option `confirm` must be \"auto\" or \"manual\", found \"{other}\"")),
+            };
+        }
+        opts.finish()?;
+        let items = with_paths(&targets(&api.ctx, &built)?);
+        let results = api.ctx.runtime.block_on(activation::activate(&api.ctx, items, o));
+        Ok(record(&api, Report::from_results("activate", call_site(&ctx), results, |a| Some(a.path.clone()))))
+    }
+
+    /// Confirms activations made with `confirm: "manual"`, keeping the new systems.
+    ///
+    /// ```rhai
+    /// let r = activate(b, #{ confirm: "manual", confirm_timeout: 120 });
+    /// if exec(r, "systemctl is-system-running").ok { confirm(r); } else { rollback(r); }
+    /// ```
+    #[rhai_fn(name = "confirm", return_raw)]
+    pub fn confirm(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
+        let results = api.ctx.runtime.block_on(activation::confirm(&api.ctx, &hosts));
+        Ok(record(&api, Report::from_results("confirm", call_site(&ctx), results, |a| Some(a.path.clone()))))
+    }
+
+    /// Rolls hosts back: an activation still waiting for confirmation is undone at once;
+    /// otherwise the profile moves to its previous generation, which is activated.
+    ///
+    /// ```rhai
+    /// rollback(hosts("@canary"));
+    /// ```
+    #[rhai_fn(name = "rollback", return_raw)]
+    pub fn rollback(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let hosts: Vec<_> = all_hosts_of(&api.ctx, &hosts)?;
+        let results = api.ctx.runtime.block_on(activation::rollback(&api.ctx, &hosts));
+        Ok(record(&api, Report::from_results("rollback", call_site(&ctx), results, |a| Some(a.path.clone()))))
+    }
+}
+
+/// The hosts of `value`; for a report, every host it covers (failed ones too).
+pub(crate) fn all_hosts_of(
+    ctx: &crate::context::Context,
+    value: &Dynamic,
+) -> Result<Vec<std::sync::Arc<crate::fleet::Host>>, Box<EvalAltResult>> {
+    if let Some(r) = value.clone().try_cast::<Report>() {
+        r.mark_inspected();
+        return Ok(r.entries().iter().map(|e| e.host.clone()).collect());
+    }
+    Ok(targets(ctx, value)?.into_iter().map(|(h, _)| h).collect())
+}
+
+pub(crate) fn with_paths(t: &super::Targets) -> Vec<(std::sync::Arc<crate::fleet::Host>, String)> {
+    t.iter().map(|(h, p)| (h.clone(), p.clone().unwrap_or_else(|| h.out_path.clone()))).collect()
+}
+
+pub(crate) fn record(api: &super::Api, report: Report) -> Report {
+    api.reports.lock().unwrap().push(report.clone());
+    report
+}

@@ -1,0 +1,65 @@
+//! Remote commands: `exec`.
+
+use rhai::plugin::*;
+
+/// Running commands on hosts.
+#[export_module]
+pub mod api {
+    use super::super::deploy::record;
+    use super::super::options::Options;
+    use super::super::{api, call_site, fail, targets, Report};
+    use crate::steps::{self, ExecOptions};
+    use crate::transport::command_line;
+
+    /// Runs a shell command line on every host; output streams live, each line prefixed with
+    /// the host's name, and is collected per host: `status`, `stdout`, `stderr`. A non-zero exit
+    /// marks that host's entry failed.
+    ///
+    /// ```rhai
+    /// let out = exec(hosts("@web"), "uname -r");
+    /// print(out["web-1"].stdout);
+    /// ```
+    #[rhai_fn(name = "exec", return_raw)]
+    pub fn exec(ctx: NativeCallContext, hosts: Dynamic, command: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        exec_with(ctx, hosts, command, rhai::Map::new())
+    }
+
+    /// `exec` with options: `read_only: true` (the command changes nothing, so it also runs in a
+    /// dry run), `timeout` in seconds, `stdin` text, `quiet: true` (collect output without
+    /// streaming it). An array command is quoted word by word.
+    ///
+    /// ```rhai
+    /// exec(hosts(), ["systemctl", "is-active", "nginx"], #{ read_only: true, timeout: 10 });
+    /// ```
+    #[rhai_fn(name = "exec", return_raw)]
+    pub fn exec_with(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        command: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let command = if command.is_string() {
+            command.into_string().unwrap_or_default()
+        } else if command.is_array() {
+            let words: Vec<String> = command.into_array().unwrap_or_default().into_iter().map(|w| w.to_string()).collect();
+            command_line(&words)
+        } else {
+            return fail(format!("exec: the command must be a string or an array of words, found {}", command.type_name()));
+        };
+        if command.trim().is_empty() {
+            return fail("exec: the command is empty");
+        }
+        let mut opts = Options::new("exec", options);
+        let o = ExecOptions {
+            read_only: opts.bool("read_only")?.unwrap_or(false),
+            timeout: opts.seconds("timeout")?,
+            stdin: opts.string("stdin")?.map(String::into_bytes),
+            quiet: opts.bool("quiet")?.unwrap_or(false),
+        };
+        opts.finish()?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
+        let results = api.ctx.runtime.block_on(steps::exec(&api.ctx, &hosts, &command, o));
+        Ok(record(&api, Report::from_results("exec", call_site(&ctx), results, |_| None)))
+    }
+}

@@ -1,0 +1,9 @@
+//! The Rhai standard library (`stdlib/*.rhai`), embedded in the binary and importable by name.
+
+/// `(name, source)` of every embedded module: `import "rollout" as rollout;`.
+pub const MODULES: &[(&str, &str)] = &[];
+
+/// The embedded source of a stdlib module.
+pub fn source(name: &str) -> Option<&'static str> {
+    MODULES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}

@@ -1,0 +1,214 @@
+//! `build`: realise every host's system — local hosts in ONE `nix build`, remote builders through
+//! Nix's own `--builders`, `buildOn = "target"` hosts on the target itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail};
+
+use super::{fan_out, HostResult, Outcome};
+use crate::context::Context;
+use crate::fleet::{BuildOn, Builder, Host};
+use crate::nix::{run_local, StoreUri};
+use crate::report::{Event, StepState};
+use crate::transport::{quote, Stream, Target};
+
+/// Options of `build`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Per-host override of where to build (`local`, `target`, or a builder name), e.g. from the
+    /// stdlib's builder selection.
+    pub build_on: BTreeMap<String, BuildOn>,
+}
+
+/// A built system.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Built {
+    /// The toplevel output path.
+    pub path: String,
+    /// The derivation it came from.
+    pub drv: String,
+    /// Where it was built: `local`, `target`, or `builder:<name>`.
+    pub built_on: String,
+}
+
+/// Builds the systems of `hosts`.
+pub async fn build(ctx: &Arc<Context>, hosts: &[Arc<Host>], opts: &BuildOptions) -> Vec<HostResult<Built>> {
+    let place = |h: &Host| opts.build_on.get(h.name.as_str()).cloned().unwrap_or_else(|| h.build_on.clone());
+    let (on_target, here): (Vec<_>, Vec<_>) = hosts.iter().cloned().partition(|h| place(h) == BuildOn::Target);
+    let mut results: BTreeMap<String, Result<Outcome<Built>, String>> = BTreeMap::new();
+
+    // Hosts built by this machine's Nix: one invocation per distinct set of forced builders.
+    let mut groups: BTreeMap<Option<String>, Vec<Arc<Host>>> = BTreeMap::new();
+    for h in here {
+        let key = match place(&h) {
+            BuildOn::Builder(b) => Some(b),
+            _ => None,
+        };
+        groups.entry(key).or_default().push(h);
+    }
+    for (builder, group) in groups {
+        for (h, r) in build_here(ctx, &group, builder.as_deref()).await {
+            results.insert(h.name.to_string(), r);
+        }
+    }
+    let c = ctx.clone();
+    for (h, r) in fan_out(ctx, &on_target, "build", move |host| {
+        let ctx = c.clone();
+        async move { build_on_target(&ctx, &host).await }
+    })
+    .await
+    {
+        results.insert(h.name.to_string(), r);
+    }
+    hosts
+        .iter()
+        .map(|h| (h.clone(), results.remove(h.name.as_str()).unwrap_or_else(|| Err("not built".into()))))
+        .collect()
+}
+
+/// The Nix `builders` line for one inventory builder.
+pub fn builder_spec(b: &Builder) -> String {
+    let features = if b.supported_features.is_empty() { "-".to_string() } else { b.supported_features.join(",") };
+    format!(
+        "ssh-ng://{} {} - {} {} {}",
+        b.host,
+        b.systems.join(","),
+        b.max_jobs.max(1),
+        b.speed_factor.max(1),
+        features
+    )
+}
+
+async fn build_here(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option<&str>) -> Vec<HostResult<Built>> {
+    let start = Instant::now();
+    for h in hosts {
+        ctx.reporter.emit(Event::Step {
+            host: h.name.clone(),
+            step: "build".into(),
+            state: StepState::Started,
+            message: None,
+            duration_ms: None,
+        });
+    }
+    let outcome = realise_locally(ctx, hosts, forced).await;
+    let elapsed = start.elapsed().as_millis() as u64;
+    hosts
+        .iter()
+        .map(|h| {
+            let r = match &outcome {
+                Ok(done) => done.get(h.name.as_str()).cloned().unwrap_or_else(|| Err("not built".into())),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            let (state, message) = match &r {
+                Ok(o) => (o.state, o.message.clone()),
+                Err(e) => (StepState::Failed, Some(e.clone())),
+            };
+            ctx.reporter.emit(Event::Step {
+                host: h.name.clone(),
+                step: "build".into(),
+                state,
+                message,
+                duration_ms: Some(elapsed),
+            });
+            (h.clone(), r)
+        })
+        .collect()
+}
+
+type Realised = BTreeMap<String, Result<Outcome<Built>, String>>;
+
+async fn realise_locally(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option<&str>) -> anyhow::Result<Realised> {
+    if ctx.interrupt.stopping() {
+        bail!("not started: the run was interrupted");
+    }
+    let built_on = match forced {
+        Some(b) => format!("builder:{b}"),
+        None => "local".to_string(),
+    };
+    let already: Vec<bool> = hosts.iter().map(|h| Path::new(&h.out_path).exists()).collect();
+    let mut drvs: Vec<String> = hosts.iter().map(|h| h.drv_path.clone()).collect();
+    drvs.sort();
+    drvs.dedup();
+    let (spec, jobs) = match forced {
+        Some(name) => {
+            let b = ctx
+                .inventory
+                .builders
+                .get(name)
+                .ok_or_else(|| anyhow!("unknown builder `{name}`"))?;
+            (Some(builder_spec(b)), Some(0))
+        }
+        None => {
+            // Let Nix send what this machine cannot build to the inventory's builders.
+            let all: Vec<String> = ctx.inventory.builders.values().map(builder_spec).collect();
+            ((!all.is_empty()).then(|| all.join(" ; ")), None)
+        }
+    };
+    let mut env = Vec::new();
+    if spec.is_some() {
+        if let Some(cfg) = &ctx.inventory.ssh_config {
+            env.push(("NIX_SSHOPTS".to_string(), format!("-F {} -o BatchMode=yes", cfg.display())));
+        }
+    }
+    let argv = ctx.nix.build(&drvs, spec.as_deref(), jobs);
+    let reporter = ctx.reporter.clone();
+    let on_line = move |stream: Stream, line: &str| {
+        if stream == Stream::Stderr {
+            reporter.emit(Event::Log { host: None, step: "build".into(), stream: "stderr", line: line.to_string() });
+        }
+    };
+    let out = run_local(&argv, &env, &on_line).await?;
+    let mut done = BTreeMap::new();
+    for (h, was_there) in hosts.iter().zip(already) {
+        let r = if Path::new(&h.out_path).exists() {
+            let built = Built { path: h.out_path.clone(), drv: h.drv_path.clone(), built_on: built_on.clone() };
+            Ok(if was_there { Outcome::skipped(built, "already built") } else { Outcome::done(built) })
+        } else {
+            Err(build_error(&out.stderr, &h.drv_path).unwrap_or_else(|| out.error_line()))
+        };
+        done.insert(h.name.to_string(), r);
+    }
+    Ok(done)
+}
+
+/// The line of Nix's output about this derivation failing, if there is one.
+fn build_error(stderr: &str, drv: &str) -> Option<String> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("error") && l.contains(drv))
+        .map(|l| l.to_string())
+}
+
+async fn build_on_target(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Built>> {
+    let target: Target = ctx.target(host);
+    let conn = ctx.pool.get(&target).await?;
+    let built = Built { path: host.out_path.clone(), drv: host.drv_path.clone(), built_on: "target".into() };
+    let check = format!("nix-store --check-validity {} 2>/dev/null", quote(&host.out_path));
+    if conn.run(&check, None).await?.success() {
+        return Ok(Outcome::skipped(built, "already built on the target"));
+    }
+    if ctx.options.dry_run {
+        return Ok(Outcome::planned(built, "would copy the derivation and build it on the target"));
+    }
+    let argv = ctx.nix.copy_to(&StoreUri::of(&target), &[host.drv_path.clone()], false, true);
+    let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
+    let out = run_local(&argv, &env, &|_, _| {}).await?;
+    if !out.success() {
+        bail!("copying the derivation to {} failed: {}", host.name, out.error_line());
+    }
+    let reporter = ctx.reporter.clone();
+    let name = host.name.clone();
+    let on_line = move |_: Stream, line: &str| {
+        reporter.emit(Event::Log { host: Some(name.clone()), step: "build".into(), stream: "stderr", line: line.to_string() });
+    };
+    let realise = format!("nix-store --realise {}", quote(&host.drv_path));
+    let out = conn.run_streaming(&realise, None, &on_line).await?;
+    if !out.success() {
+        bail!("building on the target failed: {}", out.last_error_line());
+    }
+    Ok(Outcome::done(built))
+}

@@ -1,0 +1,99 @@
+//! `copy`: send each host's closure over its already open connection — only the paths it lacks,
+//! and nothing at all when it already has the system.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use super::{fan_out, HostResult, Outcome};
+use crate::context::Context;
+use crate::fleet::Host;
+use crate::nix::{run_local, StoreUri};
+use crate::report::Event;
+use crate::transport::{command_line, Connection, Stream};
+
+/// Options of `copy`.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Let the target fetch paths from its own binary caches (on by default).
+    pub substitute: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions { substitute: true }
+    }
+}
+
+/// What was (or would be) copied to one host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Copied {
+    /// The system path.
+    pub path: String,
+    /// The store paths the host lacked.
+    pub paths: Vec<String>,
+}
+
+/// Copies `path` of each `(host, path)` pair to its host.
+pub async fn copy(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>, opts: CopyOptions) -> Vec<HostResult<Copied>> {
+    let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
+    let paths: Arc<std::collections::HashMap<String, String>> =
+        Arc::new(items.into_iter().map(|(h, p)| (h.name.to_string(), p)).collect());
+    let c = ctx.clone();
+    fan_out(ctx, &hosts, "copy", move |host| {
+        let (ctx, paths, opts) = (c.clone(), paths.clone(), opts.clone());
+        async move {
+            let path = paths.get(host.name.as_str()).cloned().unwrap_or_default();
+            copy_one(&ctx, &host, &path, &opts).await
+        }
+    })
+    .await
+}
+
+async fn copy_one(ctx: &Context, host: &Host, path: &str, opts: &CopyOptions) -> anyhow::Result<Outcome<Copied>> {
+    let target = ctx.target(host);
+    let conn = ctx.pool.get(&target).await?;
+    let missing = missing_paths(&conn, path).await?;
+    let copied = Copied { path: path.to_string(), paths: missing.clone() };
+    if missing.is_empty() {
+        return Ok(Outcome::skipped(copied, "already present"));
+    }
+    if ctx.options.dry_run {
+        let n = missing.len();
+        return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
+    }
+    crate::activation::lock(ctx, host).await?;
+    let argv = ctx.nix.copy_to(&StoreUri::of(&target), &[path.to_string()], opts.substitute, false);
+    let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
+    let reporter = ctx.reporter.clone();
+    let name = host.name.clone();
+    let on_line = move |_: Stream, line: &str| {
+        reporter.emit(Event::Log { host: Some(name.clone()), step: "copy".into(), stream: "stderr", line: line.to_string() });
+    };
+    let out = run_local(&argv, &env, &on_line).await?;
+    if !out.success() {
+        bail!("nix copy to {} failed: {}", host.name, out.error_line());
+    }
+    let n = missing.len();
+    Ok(Outcome::done(copied).with_message(format!("{n} path(s)")))
+}
+
+/// The paths of `path`'s closure that the host's store lacks (empty when it has the system).
+pub async fn missing_paths(conn: &Connection, path: &str) -> anyhow::Result<Vec<String>> {
+    let probe = format!("nix-store --check-validity {} 2>/dev/null", crate::transport::quote(path));
+    if conn.run(&probe, None).await?.success() {
+        return Ok(Vec::new());
+    }
+    let closure = run_local(&crate::nix::closure_argv(path), &[], &|_, _| {}).await?;
+    if !closure.success() {
+        bail!("cannot read the closure of {path} locally (build it first): {}", closure.error_line());
+    }
+    let all: Vec<&str> = closure.stdout.lines().filter(|l| !l.is_empty()).collect();
+    let mut argv = vec!["nix-store", "--check-validity", "--print-invalid"];
+    argv.extend(all.iter().copied());
+    let out = conn.run(&command_line(&argv), None).await?;
+    if !out.success() {
+        bail!("cannot query the store of {}: {}", conn.target().host, out.last_error_line());
+    }
+    Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+}

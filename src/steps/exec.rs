@@ -1,0 +1,82 @@
+//! `exec`: run a command on hosts, streaming each line live with the host's name, collecting the output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use super::{fan_out, HostResult, Outcome};
+use crate::context::Context;
+use crate::fleet::Host;
+use crate::report::Event;
+use crate::transport::Stream;
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// The command only reads: it runs for real in a dry run.
+    pub read_only: bool,
+    /// Give up after this long.
+    pub timeout: Option<Duration>,
+    /// Bytes fed to the command's stdin.
+    pub stdin: Option<Vec<u8>>,
+    /// Do not stream the output lines to the terminal.
+    pub quiet: bool,
+}
+
+/// What a command did on one host.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Executed {
+    /// Exit status (`-1` when killed or the connection dropped).
+    pub status: i64,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `command` (a shell command line) on every host.
+pub async fn exec(ctx: &Arc<Context>, hosts: &[Arc<Host>], command: &str, opts: ExecOptions) -> Vec<HostResult<Executed>> {
+    let command = command.to_string();
+    let c = ctx.clone();
+    fan_out(ctx, hosts, "exec", move |host| {
+        let (ctx, command, opts) = (c.clone(), command.clone(), opts.clone());
+        async move { exec_one(&ctx, &host, &command, &opts).await }
+    })
+    .await
+}
+
+async fn exec_one(ctx: &Context, host: &Host, command: &str, opts: &ExecOptions) -> anyhow::Result<Outcome<Executed>> {
+    if ctx.options.dry_run && !opts.read_only {
+        return Ok(Outcome::planned(Executed::default(), format!("would run: {command}")));
+    }
+    let conn = ctx.pool.get(&ctx.target(host)).await?;
+    let name = host.name.clone();
+    let reporter = ctx.reporter.clone();
+    let quiet = opts.quiet;
+    let on_line = move |stream: Stream, line: &str| {
+        if !quiet {
+            reporter.emit(Event::Log {
+                host: Some(name.clone()),
+                step: "exec".into(),
+                stream: if stream == Stream::Stdout { "stdout" } else { "stderr" },
+                line: line.to_string(),
+            });
+        }
+    };
+    let run = conn.run_streaming(command, opts.stdin.as_deref(), &on_line);
+    let out = match opts.timeout {
+        Some(t) => tokio::time::timeout(t, run)
+            .await
+            .map_err(|_| anyhow!("`{command}` did not finish within {}s", t.as_secs()))??,
+        None => run.await?,
+    };
+    let executed = Executed { status: out.status.map(i64::from).unwrap_or(-1), stdout: out.stdout, stderr: out.stderr };
+    if executed.status == 0 {
+        Ok(Outcome::done(executed))
+    } else {
+        // The command ran; its failure is data the runbook reads, so the step reports it as a value.
+        let status = executed.status;
+        Ok(Outcome { value: executed, state: crate::report::StepState::Failed, message: Some(format!("exit status {status}")) })
+    }
+}

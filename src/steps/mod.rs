@@ -1,0 +1,126 @@
+//! The core primitives as Rust: each fans out over hosts with a concurrency limit and returns one
+//! outcome per host; a failure on one host never stops the others.
+
+mod build;
+mod copy;
+mod exec;
+
+pub use build::{build, BuildOptions, Built};
+pub use copy::{copy, missing_paths, CopyOptions, Copied};
+pub use exec::{exec, ExecOptions, Executed};
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::context::{Context, Interrupt};
+use crate::fleet::Host;
+use crate::report::{Event, StepState};
+
+/// What a step did on one host.
+#[derive(Debug, Clone)]
+pub struct Outcome<T> {
+    /// Step-specific result.
+    pub value: T,
+    /// `Succeeded`, `Skipped` (nothing to do) or `Planned` (dry run).
+    pub state: StepState,
+    /// A short note for the operator (`already present`, `would copy 3 paths`).
+    pub message: Option<String>,
+}
+
+impl<T> Outcome<T> {
+    /// The step did its work.
+    pub fn done(value: T) -> Self {
+        Outcome { value, state: StepState::Succeeded, message: None }
+    }
+
+    /// Nothing needed doing.
+    pub fn skipped(value: T, why: impl Into<String>) -> Self {
+        Outcome { value, state: StepState::Skipped, message: Some(why.into()) }
+    }
+
+    /// Dry run: what would have been done.
+    pub fn planned(value: T, what: impl Into<String>) -> Self {
+        Outcome { value, state: StepState::Planned, message: Some(what.into()) }
+    }
+
+    /// Adds a note.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+/// One host's result of a step: the outcome, or the error text shown to the operator.
+pub type HostResult<T> = (Arc<Host>, Result<Outcome<T>, String>);
+
+/// Resolves once the run is being aborted (second Ctrl-C).
+pub async fn aborted(interrupt: &Interrupt) {
+    while !interrupt.aborting() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `work` for every host, at most `ctx.options.parallel` at once, reporting each host's step
+/// as it starts and ends. Results come back in the order of `hosts`.
+pub async fn fan_out<T, F, Fut>(ctx: &Arc<Context>, hosts: &[Arc<Host>], step: &str, work: F) -> Vec<HostResult<T>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Host>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Outcome<T>>> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(ctx.options.parallel.max(1)));
+    let work = Arc::new(work);
+    let mut tasks = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let (ctx, limit, work, host, step) = (ctx.clone(), limit.clone(), work.clone(), host.clone(), step.to_string());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore is never closed");
+            if ctx.interrupt.stopping() {
+                return Err("not started: the run was interrupted".to_string());
+            }
+            run_one(&ctx, &host, &step, work(host.clone())).await
+        }));
+    }
+    let mut results = Vec::with_capacity(hosts.len());
+    for (host, task) in hosts.iter().zip(tasks) {
+        let result = task.await.unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        results.push((host.clone(), result));
+    }
+    results
+}
+
+/// Runs one host's step, reporting its start and end.
+pub async fn run_one<T>(
+    ctx: &Context,
+    host: &Host,
+    step: &str,
+    fut: impl Future<Output = anyhow::Result<Outcome<T>>>,
+) -> Result<Outcome<T>, String> {
+    let start = Instant::now();
+    ctx.reporter.emit(Event::Step {
+        host: host.name.clone(),
+        step: step.to_string(),
+        state: StepState::Started,
+        message: None,
+        duration_ms: None,
+    });
+    let result = tokio::select! {
+        r = fut => r.map_err(|e| format!("{e:#}")),
+        _ = aborted(&ctx.interrupt) => Err("aborted by a second interrupt".to_string()),
+    };
+    let (state, message) = match &result {
+        Ok(o) => (o.state, o.message.clone()),
+        Err(e) => (StepState::Failed, Some(e.clone())),
+    };
+    ctx.reporter.emit(Event::Step {
+        host: host.name.clone(),
+        step: step.to_string(),
+        state,
+        message,
+        duration_ms: Some(start.elapsed().as_millis() as u64),
+    });
+    result
+}

@@ -1,0 +1,75 @@
+//! The connection pool: at most one multiplexed connection per host, opened on first use and shared by every step.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::anyhow;
+use tokio::sync::OnceCell;
+
+use super::{Connection, Target};
+use crate::fleet::HostName;
+
+type Slot = Arc<OnceCell<Result<Arc<Connection>, String>>>;
+
+/// Open connections by host. A host that could not be reached stays failed for the rest of the
+/// run (every later step reports the same error at once) until [`Pool::reconnect`].
+pub struct Pool {
+    dir: tempfile::TempDir,
+    slots: Mutex<HashMap<HostName, Slot>>,
+}
+
+impl Pool {
+    /// A pool whose control sockets live in a fresh private directory under `/tmp`
+    /// (socket paths must stay short).
+    pub fn new() -> anyhow::Result<Pool> {
+        let dir = tempfile::Builder::new().prefix("nixdeploy-").tempdir_in("/tmp")?;
+        Ok(Pool { dir, slots: Mutex::new(HashMap::new()) })
+    }
+
+    /// Where the control sockets are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn slot(&self, host: &HostName) -> Slot {
+        let mut slots = self.slots.lock().unwrap();
+        slots.entry(host.clone()).or_default().clone()
+    }
+
+    /// The connection to `target`, opening it if this is the first use.
+    pub async fn get(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
+        let slot = self.slot(&target.host);
+        let result = slot
+            .get_or_init(|| async {
+                Connection::open(target.clone(), self.dir.path())
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .await;
+        result.clone().map_err(|e| anyhow!(e))
+    }
+
+    /// Drops the cached connection (or failure) of `target` and opens a new one.
+    pub async fn reconnect(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
+        let old = {
+            let mut slots = self.slots.lock().unwrap();
+            slots.insert(target.host.clone(), Slot::default())
+        };
+        if let Some(Ok(conn)) = old.as_ref().and_then(|s| s.get()) {
+            conn.close().await;
+        }
+        self.get(target).await
+    }
+
+    /// Closes every open connection.
+    pub async fn close_all(&self) {
+        let slots: Vec<Slot> = self.slots.lock().unwrap().values().cloned().collect();
+        for slot in slots {
+            if let Some(Ok(conn)) = slot.get() {
+                conn.close().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! SSH to one host: the ssh argv (pure), the multiplexed master connection, and running commands over it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::fleet::{Host, HostName, Inventory};
+
+/// How long a new ssh connection may take to be established.
+const CONNECT_TIMEOUT_SECS: u32 = 10;
+
+/// Everything needed to open an ssh connection to one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The inventory name (for messages).
+    pub host: HostName,
+    /// The ssh destination (address or ssh config alias).
+    pub destination: String,
+    /// `-l USER`, when the inventory sets one.
+    pub user: Option<String>,
+    /// `-p PORT`, when the inventory sets one.
+    pub port: Option<u16>,
+    /// `-F FILE`, when the inventory has `sshConfig`.
+    pub config: Option<PathBuf>,
+    /// Extra ssh arguments from `sshOptions`.
+    pub options: Vec<String>,
+}
+
+impl Target {
+    /// The target of an inventory host.
+    pub fn of(host: &Host, inventory: &Inventory) -> Target {
+        Target {
+            host: host.name.clone(),
+            destination: host.target_host.clone(),
+            user: host.target_user.clone(),
+            port: host.target_port,
+            config: inventory.ssh_config.clone(),
+            options: host.ssh_options.clone(),
+        }
+    }
+
+    /// `user@destination` for messages and `ssh-ng://` store URIs.
+    pub fn display(&self) -> String {
+        match &self.user {
+            Some(user) => format!("{user}@{}", self.destination),
+            None => self.destination.clone(),
+        }
+    }
+
+    /// The options every ssh invocation for this host shares (config, port, user, extras).
+    pub fn common_args(&self) -> Vec<String> {
+        let mut args = vec!["-o".to_string(), "BatchMode=yes".to_string()];
+        if let Some(config) = &self.config {
+            args.push("-F".into());
+            args.push(config.display().to_string());
+        }
+        if let Some(port) = self.port {
+            args.push("-p".into());
+            args.push(port.to_string());
+        }
+        if let Some(user) = &self.user {
+            args.push("-l".into());
+            args.push(user.clone());
+        }
+        args.extend(self.options.iter().cloned());
+        args
+    }
+
+    /// The argv that starts the background master connection on `control` (a socket path).
+    pub fn master_argv(&self, control: &Path, log: &Path) -> Vec<String> {
+        let mut argv = vec![
+            "ssh".to_string(),
+            "-M".into(),
+            "-f".into(),
+            "-N".into(),
+            "-S".into(),
+            control.display().to_string(),
+            "-E".into(),
+            log.display().to_string(),
+            // The master exits by itself once idle, so a deployer killed outright leaves nothing behind for long.
+            "-o".into(),
+            "ControlPersist=30".into(),
+            "-o".into(),
+            format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"),
+            // A dead network must be noticed: three missed keepalives end the connection.
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=3".into(),
+        ];
+        argv.extend(self.common_args());
+        argv.push("--".into());
+        argv.push(self.destination.clone());
+        argv
+    }
+
+    /// The argv of a **brand-new** connection that runs `remote` (never the multiplexed one):
+    /// used to confirm activations, where a dead network must not look alive.
+    pub fn fresh_argv(&self, remote: &str, connect_timeout_secs: u32) -> Vec<String> {
+        let mut argv = vec![
+            "ssh".to_string(),
+            "-o".into(),
+            "ControlMaster=no".into(),
+            "-o".into(),
+            "ControlPath=none".into(),
+            "-o".into(),
+            format!("ConnectTimeout={connect_timeout_secs}"),
+        ];
+        argv.extend(self.common_args());
+        argv.push("--".into());
+        argv.push(self.destination.clone());
+        argv.push(remote.to_string());
+        argv
+    }
+
+    /// `NIX_SSHOPTS` that make Nix's own ssh reuse the master on `control`.
+    pub fn nix_sshopts(&self, control: &Path) -> String {
+        let mut opts = self.common_args();
+        opts.push("-o".into());
+        opts.push(format!("ControlPath={}", control.display()));
+        opts.push("-o".into());
+        opts.push("ControlMaster=no".into());
+        opts.join(" ")
+    }
+
+    /// Runs `remote` over a brand-new connection, with a deadline.
+    pub async fn run_fresh(&self, remote: &str, timeout: Duration) -> anyhow::Result<Output> {
+        let secs = timeout.as_secs().clamp(1, 30) as u32;
+        let argv = self.fresh_argv(remote, secs);
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(timeout, cmd.output())
+            .await
+            .map_err(|_| anyhow!("no answer from {} within {}s", self.display(), timeout.as_secs()))?
+            .context("failed to start ssh")?;
+        Ok(Output {
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// Which stream a line of remote output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The command's standard output.
+    Stdout,
+    /// The command's standard error.
+    Stderr,
+}
+
+/// What a remote command did.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Exit status; `None` when the command was killed by a signal or the connection died.
+    pub status: Option<i32>,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Exit status 0.
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// The last non-empty stderr line, for error messages.
+    pub fn last_error_line(&self) -> &str {
+        self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+    }
+}
+
+/// An open, multiplexed ssh connection to one host, reused by every step (Nix's copies included).
+pub struct Connection {
+    target: Target,
+    session: Arc<openssh::Session>,
+    control: PathBuf,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("host", &self.target.host).finish()
+    }
+}
+
+impl Connection {
+    /// Starts the master connection, with its socket in `control_dir`.
+    pub async fn open(target: Target, control_dir: &Path) -> anyhow::Result<Connection> {
+        let control = control_dir.join(format!("{}.sock", target.host));
+        let log = control_dir.join(format!("{}.log", target.host));
+        let _ = std::fs::remove_file(&control);
+        let argv = target.master_argv(&control, &log);
+        let status = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .context("failed to start ssh (is openssh-client installed?)")?;
+        if !status.success() {
+            let detail = std::fs::read_to_string(&log).unwrap_or_default();
+            let detail = detail.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("ssh failed").trim();
+            return Err(anyhow!("cannot reach {} ({}): {detail}", target.host, target.display()));
+        }
+        let session = openssh::Session::resume_mux(control.clone().into_boxed_path(), Some(log.into_boxed_path()));
+        Ok(Connection { target, session: Arc::new(session), control })
+    }
+
+    /// The host this connection reaches.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// `NIX_SSHOPTS` that make `nix copy --to ssh-ng://…` ride on this connection.
+    pub fn nix_sshopts(&self) -> String {
+        self.target.nix_sshopts(&self.control)
+    }
+
+    /// Runs a shell command line (already quoted), feeding `stdin`, collecting its output.
+    pub async fn run(&self, command: &str, stdin: Option<&[u8]>) -> anyhow::Result<Output> {
+        self.run_streaming(command, stdin, &|_, _| {}).await
+    }
+
+    /// Like [`Connection::run`], calling `on_line` for every line as it arrives.
+    pub async fn run_streaming(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        on_line: &(dyn Fn(Stream, &str) + Send + Sync),
+    ) -> anyhow::Result<Output> {
+        let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
+        cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .await
+            .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))?;
+        let stdin_pipe = child.stdin().take();
+        let feed = async {
+            if let (Some(data), Some(mut pipe)) = (stdin, stdin_pipe) {
+                // A command that exits without reading its input is not an error.
+                let _ = pipe.write_all(data).await;
+                let _ = pipe.shutdown().await;
+            }
+        };
+        let stdout = child.stdout().take().expect("stdout is piped");
+        let stderr = child.stderr().take().expect("stderr is piped");
+        let read_out = collect_lines(BufReader::new(stdout), Stream::Stdout, on_line);
+        let read_err = collect_lines(BufReader::new(stderr), Stream::Stderr, on_line);
+        let ((), out, err) = tokio::join!(feed, read_out, read_err);
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))?;
+        Ok(Output { status: status.code(), stdout: out, stderr: err })
+    }
+
+    /// Spawns a long-lived remote command whose stdin stays open (locks, heartbeats).
+    pub async fn spawn_held(&self, command: &str) -> anyhow::Result<openssh::Child<Arc<openssh::Session>>> {
+        let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
+        cmd.stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        cmd.spawn()
+            .await
+            .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))
+    }
+
+    /// Is the master still alive and the host answering?
+    pub async fn check(&self) -> bool {
+        self.session.check().await.is_ok()
+    }
+
+    /// Asks the master to exit.
+    pub async fn close(&self) {
+        let mut argv = vec!["-S".to_string(), self.control.display().to_string(), "-O".into(), "exit".into()];
+        argv.extend(self.target.common_args());
+        argv.push("--".into());
+        argv.push(self.target.destination.clone());
+        let _ = tokio::process::Command::new("ssh")
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+}
+
+async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: BufReader<R>,
+    stream: Stream,
+    on_line: &(dyn Fn(Stream, &str) + Send + Sync),
+) -> String {
+    let mut all = String::new();
+    let mut lines = reader.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        on_line(stream, &line);
+        all.push_str(&line);
+        all.push('\n');
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            host: HostName::new("web-1"),
+            destination: "10.0.0.1".into(),
+            user: Some("root".into()),
+            port: Some(2222),
+            config: Some("/tmp/cfg".into()),
+            options: vec!["-o".into(), "Compression=yes".into()],
+        }
+    }
+
+    #[test]
+    fn master_argv_multiplexes_and_keeps_user_settings() {
+        let argv = target().master_argv(Path::new("/c/web-1.sock"), Path::new("/c/web-1.log"));
+        let line = argv.join(" ");
+        assert!(line.starts_with("ssh -M -f -N -S /c/web-1.sock"));
+        assert!(line.contains("-F /tmp/cfg -p 2222 -l root -o Compression=yes -- 10.0.0.1"));
+        assert!(line.contains("ServerAliveInterval=5"));
+    }
+
+    #[test]
+    fn fresh_connection_never_uses_the_master() {
+        let argv = target().fresh_argv("true", 5);
+        let line = argv.join(" ");
+        assert!(line.contains("ControlMaster=no"));
+        assert!(line.contains("ControlPath=none"));
+        assert!(line.ends_with("-- 10.0.0.1 true"));
+    }
+
+    #[test]
+    fn nix_sshopts_point_at_the_master() {
+        let opts = target().nix_sshopts(Path::new("/c/web-1.sock"));
+        assert!(opts.contains("ControlPath=/c/web-1.sock"));
+        assert!(opts.contains("-F /tmp/cfg"));
+    }
+}
