@@ -101,6 +101,8 @@ pub struct Context {
     pub locks: Mutex<HashMap<HostName, LockGuard>>,
     /// Activations waiting for `confirm` or `rollback`.
     pub armed: Mutex<HashMap<HostName, Armed>>,
+    /// Keys uploaded before their owner existed: `(path, user, group)` per host.
+    pub pending_owners: Mutex<HashMap<HostName, Vec<(String, String, String)>>>,
 }
 
 impl Context {

@@ -239,7 +239,7 @@ async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOpt
     };
     value.generation = None;
     if state == "done" {
-        return finished(ctx, host, value, &token).await;
+        return finished(ctx, host, value).await;
     }
     if let Some(why) = state.strip_prefix("rolled-back:") {
         return Err(RolledBack(format!("{}; the previous system is active again", describe_rollback(why, opts.mode))).into());
@@ -266,7 +266,7 @@ async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOpt
         return Ok(Outcome::done(value).with_message(format!("armed: confirm within {secs}s or it rolls back")));
     }
     match confirm_until(ctx, host, &token, deadline).await {
-        Ok(()) => finished(ctx, host, value, &token).await,
+        Ok(()) => finished(ctx, host, value).await,
         Err(e) => Err(e),
     }
 }
@@ -284,11 +284,13 @@ fn describe_rollback(why: &str, mode: Mode) -> String {
     }
 }
 
-async fn finished(ctx: &Context, host: &Host, mut value: Activated, _token: &str) -> anyhow::Result<Outcome<Activated>> {
+async fn finished(ctx: &Context, host: &Host, mut value: Activated) -> anyhow::Result<Outcome<Activated>> {
     if let Ok(now) = current(ctx, host).await {
         value.generation = now.profile_link.as_deref().and_then(generation_of);
     }
     value.state = "deployed".into();
+    // Keys uploaded before their owner existed get their owner now that the new system runs.
+    crate::keys::fix_owners(ctx, host).await?;
     Ok(Outcome::done(value))
 }
 
@@ -382,7 +384,7 @@ pub async fn confirm(ctx: &Arc<Context>, hosts: &[Arc<Host>]) -> Vec<HostResult<
             match result {
                 Ok(()) => {
                     ctx.reporter.emit(Event::HostState { host: host.name.clone(), state: FinalState::Deployed, path: Some(armed.path) });
-                    finished(&ctx, &host, value, &armed.token).await
+                    finished(&ctx, &host, value).await
                 }
                 Err(e) => {
                     ctx.reporter.emit(Event::HostState { host: host.name.clone(), state: FinalState::RolledBack, path: armed.previous });

@@ -82,6 +82,7 @@ pub fn make_context(
         runtime: runtime.handle().clone(),
         locks: Default::default(),
         armed: Default::default(),
+        pending_owners: Default::default(),
         inventory,
     };
     Ok(Arc::new(ctx))

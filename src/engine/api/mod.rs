@@ -4,6 +4,7 @@
 pub mod deploy;
 pub mod gates;
 pub mod inventory;
+pub mod keys;
 pub mod remote;
 mod options;
 mod report;
@@ -66,4 +67,5 @@ pub fn register(engine: &mut Engine) {
     engine.register_global_module(rhai::exported_module!(deploy::api).into());
     engine.register_global_module(rhai::exported_module!(remote::api).into());
     engine.register_global_module(rhai::exported_module!(gates::api).into());
+    engine.register_global_module(rhai::exported_module!(keys::api).into());
 }
