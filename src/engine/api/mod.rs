@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod gates;
 pub mod inventory;
 pub mod keys;
+pub mod probes;
 pub mod remote;
 mod options;
 mod report;
@@ -68,4 +69,5 @@ pub fn register(engine: &mut Engine) {
     engine.register_global_module(rhai::exported_module!(remote::api).into());
     engine.register_global_module(rhai::exported_module!(gates::api).into());
     engine.register_global_module(rhai::exported_module!(keys::api).into());
+    engine.register_global_module(rhai::exported_module!(probes::api).into());
 }
