@@ -1,25 +1,49 @@
-//! `nixdeploy sandbox`.
+//! `nixdeploy sandbox`: bring up, inspect and remove disposable local SSH targets.
 
 use std::path::PathBuf;
 
 use crate::exit::Exit;
+use crate::sandbox::{Sandbox, UpOptions};
 
-/// `sandbox up`.
+fn open(dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+    Sandbox::open(dir.unwrap_or_else(Sandbox::default_dir))
+}
+
+/// `sandbox up`: bring up (or complete) the sandbox and print its status.
 pub fn up(
-    _dir: Option<PathBuf>,
-    _hosts: usize,
-    _builders: usize,
-    _size_kib: u64,
+    dir: Option<PathBuf>,
+    hosts: usize,
+    builders: usize,
+    size_kib: u64,
 ) -> anyhow::Result<Exit> {
-    anyhow::bail!("`nixdeploy sandbox` is being built")
+    let sandbox = open(dir)?;
+    let status = sandbox.up(&UpOptions {
+        hosts,
+        builders,
+        size_kib,
+    })?;
+    print!("{}", status.render());
+    Ok(Exit::Success)
 }
 
-/// `sandbox status`.
-pub fn status(_dir: Option<PathBuf>, _json: bool) -> anyhow::Result<Exit> {
-    anyhow::bail!("`nixdeploy sandbox` is being built")
+/// `sandbox status`: print the hosts and whether each answers (JSON with `--json`).
+pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<Exit> {
+    let status = open(dir)?.status()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(Exit::Success)
 }
 
-/// `sandbox down`.
-pub fn down(_dir: Option<PathBuf>) -> anyhow::Result<Exit> {
-    anyhow::bail!("`nixdeploy sandbox` is being built")
+/// `sandbox down`: remove everything the sandbox created.
+pub fn down(dir: Option<PathBuf>) -> anyhow::Result<Exit> {
+    let sandbox = open(dir)?;
+    if sandbox.down()? {
+        println!("removed sandbox {}", sandbox.dir().display());
+    } else {
+        println!("no sandbox in {}", sandbox.dir().display());
+    }
+    Ok(Exit::Success)
 }
