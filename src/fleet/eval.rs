@@ -140,7 +140,8 @@ pub fn evaluate(flake: &str, reference: &FlakeRef) -> anyhow::Result<Value> {
             "failed to evaluate the inventory of flake '{flake}'{}",
             summarize_nix_error(&stderr)
         );
-        if reference.nix_ref.starts_with("git+file:") && stderr.contains("does not exist") {
+        let missing = stderr.contains("does not exist") || stderr.contains("No such file");
+        if reference.nix_ref.starts_with("git+file:") && missing {
             message.push_str(
                 "\n  note: the flake is in a git work tree, so nix only sees files git tracks; `git add` them",
             );
