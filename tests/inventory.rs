@@ -374,14 +374,19 @@ fn directory_without_flake_nix_is_rejected() {
 
 #[test]
 fn nix_evaluation_error_shows_nix_message_and_the_host() {
-    Flake::new(r#"{ nixdeploy.hosts.web-1.toplevel = throw "web-1 is not ready"; }"#).fails(
+    let flake = Flake::new(r#"{ nixdeploy.hosts.web-1.toplevel = throw "web-1 is not ready"; }"#);
+    let position = format!(
+        "(at {}/flake.nix:",
+        flake.path().canonicalize().unwrap().display()
+    );
+    flake.fails(
         &[],
         4,
         &[
             "failed to evaluate the inventory",
             "host web-1, field toplevel",
             "web-1 is not ready",
-            "flake.nix:",
+            &position,
         ],
     );
 }

@@ -24,6 +24,9 @@ pub struct FlakeRef {
     pub nix_ref: String,
     /// The flake's directory on this machine, when it is local.
     pub local_dir: Option<PathBuf>,
+    /// The directory Nix copies to the store as the flake's source (the git root for
+    /// `git+file`), so store paths in nix errors can be shown as the user's own files.
+    pub source_root: Option<PathBuf>,
 }
 
 /// Resolves what the user typed: a reference with `:` or `#` goes to Nix as it is; anything
@@ -34,6 +37,7 @@ pub fn resolve(flake: &str) -> anyhow::Result<FlakeRef> {
         return Ok(FlakeRef {
             nix_ref: flake.to_string(),
             local_dir: local_dir_of(flake),
+            source_root: None,
         });
     }
     let dir = Path::new(flake);
@@ -48,10 +52,11 @@ pub fn resolve(flake: &str) -> anyhow::Result<FlakeRef> {
         ))
         .into());
     }
-    let nix_ref = match git_root(&abs) {
+    let root = git_root(&abs);
+    let nix_ref = match &root {
         Some(root) => {
-            let sub = abs.strip_prefix(&root).unwrap_or(Path::new(""));
-            let mut r = format!("git+file://{}", url_path(&root));
+            let sub = abs.strip_prefix(root).unwrap_or(Path::new(""));
+            let mut r = format!("git+file://{}", url_path(root));
             if !sub.as_os_str().is_empty() {
                 r.push_str(&format!("?dir={}", url_path(sub)));
             }
@@ -61,6 +66,7 @@ pub fn resolve(flake: &str) -> anyhow::Result<FlakeRef> {
     };
     Ok(FlakeRef {
         nix_ref,
+        source_root: Some(root.unwrap_or_else(|| abs.clone())),
         local_dir: Some(abs),
     })
 }
@@ -136,10 +142,11 @@ pub fn evaluate(flake: &str, reference: &FlakeRef) -> anyhow::Result<Value> {
         .context("failed to run `nix eval`; is nix installed and on PATH?")?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let mut message = format!(
-            "failed to evaluate the inventory of flake '{flake}'{}",
-            summarize_nix_error(&stderr)
-        );
+        let mut summary = summarize_nix_error(&stderr);
+        if let Some(root) = &reference.source_root {
+            summary = unstore_source(&summary, root);
+        }
+        let mut message = format!("failed to evaluate the inventory of flake '{flake}'{summary}");
         let missing = stderr.contains("does not exist") || stderr.contains("No such file");
         if reference.nix_ref.starts_with("git+file:") && missing {
             message.push_str(
@@ -182,6 +189,30 @@ pub fn summarize_nix_error(stderr: &str) -> String {
         .map(|p| format!(" (at {})", p.trim_end_matches(':')))
         .unwrap_or_default();
     format!("{context}: {error}{position}")
+}
+
+/// Replaces `/nix/store/<hash>-source/` with the local source directory.
+fn unstore_source(text: &str, root: &Path) -> String {
+    const STORE: &str = "/nix/store/";
+    const HASH_LEN: usize = 32;
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(STORE) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + STORE.len()..];
+        let hashed = after.len() > HASH_LEN
+            && after[..HASH_LEN].bytes().all(|b| b.is_ascii_alphanumeric())
+            && after[HASH_LEN..].starts_with("-source/");
+        if hashed {
+            out.push_str(&format!("{}/", root.display()));
+            rest = &after[HASH_LEN + "-source/".len()..];
+        } else {
+            out.push_str(STORE);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn strip_ansi(text: &str) -> String {
@@ -258,6 +289,16 @@ mod tests {
         assert_eq!(
             summarize_nix_error(stderr),
             " (in host web-1, field toplevel): web-1 is broken (at /nix/store/abc-source/flake.nix:3:49)"
+        );
+    }
+
+    #[test]
+    fn store_copies_of_the_flake_read_as_local_paths() {
+        let text =
+            " (at /nix/store/0ccnxa25whszw7mgbgyzdm4nqc0zwnm8-source/flake.nix:3:4) /nix/store/x";
+        assert_eq!(
+            unstore_source(text, Path::new("/src/fleet")),
+            " (at /src/fleet/flake.nix:3:4) /nix/store/x"
         );
     }
 

@@ -71,7 +71,7 @@ pub struct HostFields {
 }
 
 impl HostFields {
-    /// Reads and type-checks every field except `toplevel`; `what` names the set in errors.
+    /// Reads and type-checks every field except `toplevel`; errors name the set `attrs` is.
     pub fn read(attrs: &Attrs) -> anyhow::Result<Self> {
         let tags = attrs.strings("tags")?;
         for tag in tags.iter().flatten() {
