@@ -1,10 +1,11 @@
 //! The inventory: which hosts exist and how to reach and build them, read from a flake in one `nix eval`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::HostName;
+use super::{deploy_rs, eval, schema, suggest, HostName, Selector};
+use crate::exit::Failure;
 
 /// Where a host's system is built.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,3 +77,130 @@ pub struct Inventory {
     /// Remote builders by name.
     pub builders: BTreeMap<String, Builder>,
 }
+
+impl Inventory {
+    /// Reads the inventory of `flake` (`.`, `./dir`, `/abs/dir` or any flake reference) with
+    /// one `nix eval`, which instantiates every toplevel but builds nothing.
+    pub fn load(flake: &str) -> anyhow::Result<Inventory> {
+        let reference = eval::resolve(flake)?;
+        let value = eval::evaluate(flake, &reference)?;
+        let inv = Inventory::from_eval(flake, reference.local_dir.as_deref(), &value)?;
+        if let Some(path) = inv.ssh_config.as_deref().filter(|p| !p.exists()) {
+            return Err(Failure::input(format!(
+                "nixdeploy: field sshConfig points at {path}, which does not exist; fix the path or remove sshConfig",
+                path = path.display()
+            ))
+            .into());
+        }
+        Ok(inv)
+    }
+
+    /// Builds the inventory from the JSON that `nix eval` produced for `flake`; pure, so
+    /// every schema rule is testable without nix.
+    pub fn from_json(flake: &str, value: serde_json::Value) -> anyhow::Result<Inventory> {
+        Inventory::from_eval(flake, eval::local_dir_of(flake).as_deref(), &value)
+    }
+
+    fn from_eval(
+        flake: &str,
+        local_dir: Option<&Path>,
+        value: &serde_json::Value,
+    ) -> anyhow::Result<Inventory> {
+        let source = value["source"].as_str().unwrap_or("none");
+        let body = &value["value"];
+        let (parsed_hosts, builders, ssh_config) = match source {
+            "nixdeploy" => {
+                let parsed = schema::read(body)?;
+                (parsed.hosts, parsed.builders, parsed.ssh_config)
+            }
+            "deploy" => (deploy_rs::read_deploy(body)?, BTreeMap::new(), None),
+            "nixosConfigurations" => (deploy_rs::read_nixos(body)?, BTreeMap::new(), None),
+            _ => {
+                let outputs: Vec<&str> = body
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                return Err(Failure::input(format!(
+                    "flake '{flake}' has no nixdeploy, deploy or nixosConfigurations output (its outputs: {}); see docs/flake-schema.md",
+                    suggest::list(outputs)
+                ))
+                .into());
+            }
+        };
+        if parsed_hosts.is_empty() {
+            return Err(Failure::input(format!(
+                "flake '{flake}' defines no hosts in its {source} output; add at least one host"
+            ))
+            .into());
+        }
+        let base = local_dir
+            .map(Path::to_path_buf)
+            .or_else(|| value["root"].as_str().map(PathBuf::from));
+        let ssh_config = ssh_config
+            .map(|written| schema::ssh_config_path(&written, base.as_deref()))
+            .transpose()?;
+        Ok(Inventory {
+            flake: flake.to_string(),
+            ssh_config,
+            hosts: index_hosts(parsed_hosts)?,
+            builders,
+        })
+    }
+
+    /// The host with this exact name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Host>> {
+        self.hosts.get(&HostName::new(name))
+    }
+
+    /// The host with this name, or an input error that suggests the closest known names
+    /// (`unknown host 'web-9' (did you mean 'web-1'?); known hosts: web-1, web-2`).
+    pub fn require(&self, name: &str) -> anyhow::Result<&Arc<Host>> {
+        self.get(name)
+            .ok_or_else(|| Failure::input(self.unknown_host(name)).into())
+    }
+
+    /// The message for a host name that is not in the inventory.
+    pub fn unknown_host(&self, name: &str) -> String {
+        suggest::unknown("host", name, self.hosts.keys().map(|n| n.as_str()))
+    }
+
+    /// Every tag of every host, sorted and without repeats.
+    pub fn tags(&self) -> Vec<String> {
+        let tags: BTreeSet<&String> = self.hosts.values().flat_map(|h| &h.tags).collect();
+        tags.into_iter().cloned().collect()
+    }
+
+    /// The hosts a `--on` selector picks, in inventory order; `None` picks every host.
+    pub fn select(&self, on: Option<&str>) -> anyhow::Result<Vec<Arc<Host>>> {
+        match on {
+            None => Ok(self.hosts.values().cloned().collect()),
+            Some(text) => Selector::parse(text)
+                .map_err(|err| Failure::input(err.to_string()))?
+                .select(self),
+        }
+    }
+}
+
+/// Hosts by name; names that differ only in case are rejected, since ssh and DNS would
+/// not tell them apart.
+fn index_hosts(hosts: Vec<Host>) -> anyhow::Result<BTreeMap<HostName, Arc<Host>>> {
+    let mut folded: BTreeMap<String, HostName> = BTreeMap::new();
+    let mut index = BTreeMap::new();
+    for host in hosts {
+        if let Some(other) =
+            folded.insert(host.name.as_str().to_ascii_lowercase(), host.name.clone())
+        {
+            return Err(Failure::input(format!(
+                "hosts '{other}' and '{name}' differ only in case; host names are case-insensitive, rename one",
+                name = host.name
+            ))
+            .into());
+        }
+        index.insert(host.name.clone(), Arc::new(host));
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+#[path = "inventory_tests.rs"]
+mod tests;

@@ -1,9 +1,17 @@
 //! The fleet: host names, the inventory read from a flake, and host selectors.
 
+mod deploy_rs;
+pub mod eval;
 pub mod inventory;
 mod name;
+mod schema;
 pub mod selector;
+mod suggest;
+#[cfg(test)]
+mod testing;
+mod value;
 
 pub use inventory::{BuildOn, Builder, Host, Inventory};
 pub use name::HostName;
-pub use selector::Selector;
+pub use schema::SYSTEM_PROFILE;
+pub use selector::{Selector, SelectorError};
