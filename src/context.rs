@@ -58,7 +58,12 @@ impl RunMeta {
         let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
-        RunMeta { user, machine, runbook: runbook.to_string(), selector: selector.map(str::to_string) }
+        RunMeta {
+            user,
+            machine,
+            runbook: runbook.to_string(),
+            selector: selector.map(str::to_string),
+        }
     }
 }
 

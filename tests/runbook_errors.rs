@@ -48,7 +48,10 @@ impl Fixture {
             .env("NIX_CONFIG", "substituters =")
             .output()
             .unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -57,7 +60,14 @@ fn expect_error(name: &str, text: &str, message: &str, at: &str) {
     expect_error_with(name, text, message, at, &[], &[]);
 }
 
-fn expect_error_with(name: &str, text: &str, message: &str, at: &str, files: &[(&str, &str)], extra: &[&str]) {
+fn expect_error_with(
+    name: &str,
+    text: &str,
+    message: &str,
+    at: &str,
+    files: &[(&str, &str)],
+    extra: &[&str],
+) {
     let fx = Fixture::new();
     for (f, t) in files {
         fx.file(f, t);
@@ -65,15 +75,32 @@ fn expect_error_with(name: &str, text: &str, message: &str, at: &str, files: &[(
     let runbook = fx.file(name, text);
     let (code, stderr) = fx.run(&runbook, extra);
     assert_ne!(code, 0, "{name} should fail\n{stderr}");
-    assert!(stderr.contains(message), "{name}: expected `{message}` in:\n{stderr}");
-    assert!(stderr.contains(at), "{name}: expected location `{at}` in:\n{stderr}");
-    assert!(!stderr.contains("cannot reach"), "{name} contacted a host:\n{stderr}");
-    assert!(!stderr.contains("Connection refused"), "{name} contacted a host:\n{stderr}");
+    assert!(
+        stderr.contains(message),
+        "{name}: expected `{message}` in:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(at),
+        "{name}: expected location `{at}` in:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("cannot reach"),
+        "{name} contacted a host:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("Connection refused"),
+        "{name} contacted a host:\n{stderr}"
+    );
 }
 
 #[test]
 fn syntax_error_points_at_the_token() {
-    expect_error("syntax.rhai", "let x = 1;\nlet y = ;\n", "error:", "syntax.rhai:2:9");
+    expect_error(
+        "syntax.rhai",
+        "let x = 1;\nlet y = ;\n",
+        "error:",
+        "syntax.rhai:2:9",
+    );
 }
 
 #[test]
@@ -88,27 +115,52 @@ fn syntax_error_shows_the_line_and_a_caret() {
 
 #[test]
 fn unknown_function_is_named_with_its_call_site() {
-    expect_error("unknown_fn.rhai", "let h = hosts();\nfrobnicate(h);\n", "frobnicate", "unknown_fn.rhai:2:1");
+    expect_error(
+        "unknown_fn.rhai",
+        "let h = hosts();\nfrobnicate(h);\n",
+        "frobnicate",
+        "unknown_fn.rhai:2:1",
+    );
 }
 
 #[test]
 fn unknown_host_suggests_known_ones() {
-    expect_error("unknown_host.rhai", "let h = host(\"web-9\");\n", "web-9", "unknown_host.rhai:1:9");
+    expect_error(
+        "unknown_host.rhai",
+        "let h = host(\"web-9\");\n",
+        "web-9",
+        "unknown_host.rhai:1:9",
+    );
 }
 
 #[test]
 fn selector_matching_nothing_is_an_error() {
-    expect_error("nothing.rhai", "\nlet h = hosts(\"cache-*\");\n", "cache-*", "nothing.rhai:2:9");
+    expect_error(
+        "nothing.rhai",
+        "\nlet h = hosts(\"cache-*\");\n",
+        "cache-*",
+        "nothing.rhai:2:9",
+    );
 }
 
 #[test]
 fn malformed_selector_is_an_error() {
-    expect_error("malformed.rhai", "let h = hosts(\"web-1,,db-1\");\n", "selector", "malformed.rhai:1:9");
+    expect_error(
+        "malformed.rhai",
+        "let h = hosts(\"web-1,,db-1\");\n",
+        "selector",
+        "malformed.rhai:1:9",
+    );
 }
 
 #[test]
 fn wrong_argument_type_is_an_error() {
-    expect_error("wrong_type.rhai", "let b = build(42);\n", "expected a host", "wrong_type.rhai:1:9");
+    expect_error(
+        "wrong_type.rhai",
+        "let b = build(42);\n",
+        "expected a host",
+        "wrong_type.rhai:1:9",
+    );
 }
 
 #[test]
@@ -133,12 +185,22 @@ fn misspelled_option_is_an_error() {
 
 #[test]
 fn unknown_activation_mode_is_an_error() {
-    expect_error("mode.rhai", "activate(hosts(), #{ mode: \"reboot\" });\n", "unknown activation mode", "mode.rhai:1:1");
+    expect_error(
+        "mode.rhai",
+        "activate(hosts(), #{ mode: \"reboot\" });\n",
+        "unknown activation mode",
+        "mode.rhai:1:1",
+    );
 }
 
 #[test]
 fn thrown_error_is_reported_where_thrown() {
-    expect_error("throw.rhai", "let a = 1;\n\nthrow \"stop here\";\n", "stop here", "throw.rhai:3:1");
+    expect_error(
+        "throw.rhai",
+        "let a = 1;\n\nthrow \"stop here\";\n",
+        "stop here",
+        "throw.rhai:3:1",
+    );
 }
 
 #[test]
@@ -148,12 +210,18 @@ fn error_in_imported_module_shows_both_locations() {
         "import \"lib/broken\" as b;\nb::go();\n",
         "broken inside",
         "imports.rhai:2:4",
-        &[("lib/broken.rhai", "fn go() {\n    throw \"broken inside\";\n}\n")],
+        &[(
+            "lib/broken.rhai",
+            "fn go() {\n    throw \"broken inside\";\n}\n",
+        )],
         &[],
     );
     // The library's own position is there too.
     let fx = Fixture::new();
-    fx.file("lib/broken.rhai", "fn go() {\n    throw \"broken inside\";\n}\n");
+    fx.file(
+        "lib/broken.rhai",
+        "fn go() {\n    throw \"broken inside\";\n}\n",
+    );
     let rb = fx.file("imports.rhai", "import \"lib/broken\" as b;\nb::go();\n");
     let (_, stderr) = fx.run(&rb, &[]);
     assert!(stderr.contains("broken.rhai:2:5"), "{stderr}");
@@ -161,7 +229,12 @@ fn error_in_imported_module_shows_both_locations() {
 
 #[test]
 fn unresolvable_import_is_an_error() {
-    expect_error("noimport.rhai", "\nimport \"no_such_lib\" as x;\n", "cannot find module `no_such_lib`", "noimport.rhai:2:8");
+    expect_error(
+        "noimport.rhai",
+        "\nimport \"no_such_lib\" as x;\n",
+        "cannot find module `no_such_lib`",
+        "noimport.rhai:2:8",
+    );
 }
 
 #[test]
@@ -183,14 +256,22 @@ fn import_cycle_is_an_error() {
         "import \"lib/a\" as a;\n",
         "import cycle",
         "cycle.rhai:1:8",
-        &[("lib/a.rhai", "import \"b\" as b;\n"), ("lib/b.rhai", "import \"a\" as a;\n")],
+        &[
+            ("lib/a.rhai", "import \"b\" as b;\n"),
+            ("lib/b.rhai", "import \"a\" as a;\n"),
+        ],
         &[],
     );
 }
 
 #[test]
 fn undefined_variable_is_a_compile_error() {
-    expect_error("strict.rhai", "let a = 1;\nprint(undefined_thing);\n", "undefined_thing", "strict.rhai:2:7");
+    expect_error(
+        "strict.rhai",
+        "let a = 1;\nprint(undefined_thing);\n",
+        "undefined_thing",
+        "strict.rhai:2:7",
+    );
 }
 
 #[test]
@@ -207,7 +288,12 @@ fn host_outside_on_cannot_be_touched() {
 
 #[test]
 fn empty_exec_command_is_an_error() {
-    expect_error("exec_empty.rhai", "exec(hosts(), \"  \");\n", "the command is empty", "exec_empty.rhai:1:1");
+    expect_error(
+        "exec_empty.rhai",
+        "exec(hosts(), \"  \");\n",
+        "the command is empty",
+        "exec_empty.rhai:1:1",
+    );
 }
 
 #[test]
@@ -223,7 +309,10 @@ fn bad_key_permissions_are_rejected_before_any_host() {
 #[test]
 fn error_inside_a_function_shows_the_call_chain() {
     let fx = Fixture::new();
-    let rb = fx.file("chain.rhai", "fn deploy(sel) {\n    hosts(sel)\n}\n\ndeploy(\"nope-*\");\n");
+    let rb = fx.file(
+        "chain.rhai",
+        "fn deploy(sel) {\n    hosts(sel)\n}\n\ndeploy(\"nope-*\");\n",
+    );
     let (code, stderr) = fx.run(&rb, &[]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("chain.rhai:2:5"), "{stderr}");

@@ -55,10 +55,18 @@ fn break_command() -> String {
 }
 
 fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -109,16 +117,26 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
                     tokio::time::sleep(HEARTBEAT).await;
                 }
             });
-            ctx.locks.lock().unwrap().insert(host.name.clone(), LockGuard { heartbeat });
+            ctx.locks
+                .lock()
+                .unwrap()
+                .insert(host.name.clone(), LockGuard { heartbeat });
             return Ok(());
         }
         let holder = first.strip_prefix("busy ").map(str::to_string);
         let pending = first == "pending";
         if ctx.options.force_unlock && attempt == 0 {
-            let what = if pending { "an unconfirmed activation".to_string() } else { holder.clone().unwrap_or_default() };
+            let what = if pending {
+                "an unconfirmed activation".to_string()
+            } else {
+                holder.clone().unwrap_or_default()
+            };
             ctx.reporter.message(
                 Level::Warn,
-                format!("--force-unlock: breaking the deploy lock of {} held by {what}", host.name),
+                format!(
+                    "--force-unlock: breaking the deploy lock of {} held by {what}",
+                    host.name
+                ),
             );
             if !pending {
                 conn.run(&break_command(), None).await?;
@@ -144,7 +162,10 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
             None => Err(anyhow!("cannot take the deploy lock on {}: {}", host.name, first)),
         };
     }
-    bail!("cannot take the deploy lock on {} even after breaking it", host.name)
+    bail!(
+        "cannot take the deploy lock on {} even after breaking it",
+        host.name
+    )
 }
 
 #[cfg(test)]
@@ -161,7 +182,12 @@ mod tests {
     #[test]
     fn lock_commands_are_valid_shell() {
         for script in [lock_command("root@x pid=1 since=now"), break_command()] {
-            let out = std::process::Command::new("sh").arg("-n").arg("-c").arg(&script).output().unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{script}");
         }
     }

@@ -39,7 +39,9 @@ impl Mode {
             "boot" => Ok(Mode::Boot),
             "test" => Ok(Mode::Test),
             "dry-activate" => Ok(Mode::DryActivate),
-            other => Err(format!("unknown activation mode `{other}`; expected switch, boot, test or dry-activate")),
+            other => Err(format!(
+                "unknown activation mode `{other}`; expected switch, boot, test or dry-activate"
+            )),
         }
     }
 
@@ -137,7 +139,10 @@ fn generation_of(link: &str) -> Option<u32> {
 }
 
 fn token() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("act-{}-{:x}", std::process::id(), nanos)
 }
 
@@ -156,10 +161,18 @@ async fn current(ctx: &Context, host: &Host) -> anyhow::Result<Current> {
 }
 
 /// Activates `path` on each host.
-pub async fn activate(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>, opts: ActivateOptions) -> Vec<HostResult<Activated>> {
+pub async fn activate(
+    ctx: &Arc<Context>,
+    items: Vec<(Arc<Host>, String)>,
+    opts: ActivateOptions,
+) -> Vec<HostResult<Activated>> {
     let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
-    let paths: Arc<std::collections::HashMap<String, String>> =
-        Arc::new(items.into_iter().map(|(h, p)| (h.name.to_string(), p)).collect());
+    let paths: Arc<std::collections::HashMap<String, String>> = Arc::new(
+        items
+            .into_iter()
+            .map(|(h, p)| (h.name.to_string(), p))
+            .collect(),
+    );
     let c = ctx.clone();
     fan_out(ctx, &hosts, "activate", move |host| {
         let (ctx, paths, opts) = (c.clone(), paths.clone(), opts.clone());
@@ -180,7 +193,11 @@ pub async fn activate(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>, opts:
             };
             if let Some(state) = state {
                 if !(state == FinalState::Unchanged && previous > FinalState::Unchanged) {
-                    ctx.reporter.emit(Event::HostState { host: host.name.clone(), state, path: Some(path.clone()) });
+                    ctx.reporter.emit(Event::HostState {
+                        host: host.name.clone(),
+                        state,
+                        path: Some(path.clone()),
+                    });
                 }
             }
             result
@@ -189,9 +206,18 @@ pub async fn activate(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>, opts:
     .await
 }
 
-async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOptions) -> anyhow::Result<Outcome<Activated>> {
+async fn activate_one(
+    ctx: &Context,
+    host: &Host,
+    path: &str,
+    opts: &ActivateOptions,
+) -> anyhow::Result<Outcome<Activated>> {
     let now = current(ctx, host).await?;
-    let mut value = Activated { path: path.to_string(), previous: now.system.clone(), ..Default::default() };
+    let mut value = Activated {
+        path: path.to_string(),
+        previous: now.system.clone(),
+        ..Default::default()
+    };
     let profile_ok = now.profile.as_deref() == Some(path);
     let running = now.system.as_deref() == Some(path);
     let unchanged = match opts.mode {
@@ -207,12 +233,26 @@ async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOpt
     }
     if ctx.options.dry_run {
         value.state = "planned".into();
-        return Ok(Outcome::planned(value, format!("would {} {path}", opts.mode.as_str())));
+        return Ok(Outcome::planned(
+            value,
+            format!("would {} {path}", opts.mode.as_str()),
+        ));
     }
     let conn = ctx.pool.get(&ctx.target(host)).await?;
-    let has = conn.run(&format!("test -x {}/bin/switch-to-configuration", crate::transport::quote(path)), None).await?;
+    let has = conn
+        .run(
+            &format!(
+                "test -x {}/bin/switch-to-configuration",
+                crate::transport::quote(path)
+            ),
+            None,
+        )
+        .await?;
     if !has.success() {
-        bail!("{path} is not on {} or has no bin/switch-to-configuration; copy it first", host.name);
+        bail!(
+            "{path} is not on {} or has no bin/switch-to-configuration; copy it first",
+            host.name
+        );
     }
     lock(ctx, host).await?;
     let token = token();
@@ -226,12 +266,27 @@ async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOpt
         confirm_timeout: opts.confirm_timeout,
         activation_timeout: opts.activation_timeout,
     };
-    let launched = conn.run(&script::launch(&token), Some(script::watchdog(&act).as_bytes())).await?;
+    let launched = conn
+        .run(
+            &script::launch(&token),
+            Some(script::watchdog(&act).as_bytes()),
+        )
+        .await?;
     if !launched.stdout.contains("launched") {
-        bail!("could not start the activation on {}: {}", host.name, launched.last_error_line());
+        bail!(
+            "could not start the activation on {}: {}",
+            host.name,
+            launched.last_error_line()
+        );
     }
     let started = Instant::now();
-    let observed = observe(ctx, host, &token, opts.activation_timeout + Duration::from_secs(15)).await;
+    let observed = observe(
+        ctx,
+        host,
+        &token,
+        opts.activation_timeout + Duration::from_secs(15),
+    )
+    .await;
     let state = match observed {
         Ok(s) => s,
         // The connection died during activation (a configuration that cuts the network, say).
@@ -242,7 +297,11 @@ async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOpt
         return finished(ctx, host, value).await;
     }
     if let Some(why) = state.strip_prefix("rolled-back:") {
-        return Err(RolledBack(format!("{}; the previous system is active again", describe_rollback(why, opts.mode))).into());
+        return Err(RolledBack(format!(
+            "{}; the previous system is active again",
+            describe_rollback(why, opts.mode)
+        ))
+        .into());
     }
     if let Some(why) = state.strip_prefix("failed:") {
         bail!("activation failed ({why})");
@@ -259,11 +318,17 @@ async fn activate_one(ctx: &Context, host: &Host, path: &str, opts: &ActivateOpt
     if opts.confirm == ConfirmMode::Manual && state == "armed" {
         ctx.armed.lock().unwrap().insert(
             host.name.clone(),
-            Armed { token: token.clone(), path: path.to_string(), previous: value.previous.clone(), deadline },
+            Armed {
+                token: token.clone(),
+                path: path.to_string(),
+                previous: value.previous.clone(),
+                deadline,
+            },
         );
         value.state = "armed".into();
         let secs = opts.confirm_timeout.as_secs();
-        return Ok(Outcome::done(value).with_message(format!("armed: confirm within {secs}s or it rolls back")));
+        return Ok(Outcome::done(value)
+            .with_message(format!("armed: confirm within {secs}s or it rolls back")));
     }
     match confirm_until(ctx, host, &token, deadline).await {
         Ok(()) => finished(ctx, host, value).await,
@@ -279,12 +344,18 @@ fn describe_rollback(why: &str, mode: Mode) -> String {
             mode.as_str(),
             code.replace("exit-", "exit status ")
         ),
-        None if why == "no-confirmation" => "no confirmation reached the host in time; it rolled itself back".to_string(),
+        None if why == "no-confirmation" => {
+            "no confirmation reached the host in time; it rolled itself back".to_string()
+        }
         None => format!("rolled back ({why})"),
     }
 }
 
-async fn finished(ctx: &Context, host: &Host, mut value: Activated) -> anyhow::Result<Outcome<Activated>> {
+async fn finished(
+    ctx: &Context,
+    host: &Host,
+    mut value: Activated,
+) -> anyhow::Result<Outcome<Activated>> {
     if let Ok(now) = current(ctx, host).await {
         value.generation = now.profile_link.as_deref().and_then(generation_of);
     }
@@ -295,7 +366,12 @@ async fn finished(ctx: &Context, host: &Host, mut value: Activated) -> anyhow::R
 }
 
 /// Streams the activation log from the host until the watchdog has a verdict.
-async fn observe(ctx: &Context, host: &Host, token: &str, limit: Duration) -> anyhow::Result<String> {
+async fn observe(
+    ctx: &Context,
+    host: &Host,
+    token: &str,
+    limit: Duration,
+) -> anyhow::Result<String> {
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
@@ -309,9 +385,12 @@ async fn observe(ctx: &Context, host: &Host, token: &str, limit: Duration) -> an
             });
         }
     };
-    let out = tokio::time::timeout(limit, conn.run_streaming(&script::observe(token), None, &on_line))
-        .await
-        .map_err(|_| anyhow!("activation on {} did not finish in time", host.name))??;
+    let out = tokio::time::timeout(
+        limit,
+        conn.run_streaming(&script::observe(token), None, &on_line),
+    )
+    .await
+    .map_err(|_| anyhow!("activation on {} did not finish in time", host.name))??;
     out.stdout
         .lines()
         .rev()
@@ -322,7 +401,12 @@ async fn observe(ctx: &Context, host: &Host, token: &str, limit: Duration) -> an
 
 /// Confirms over brand-new connections until the target acknowledges or `deadline` passes; then
 /// finds out (once the host answers again) whether it rolled back.
-async fn confirm_until(ctx: &Context, host: &Host, token: &str, deadline: Instant) -> anyhow::Result<()> {
+async fn confirm_until(
+    ctx: &Context,
+    host: &Host,
+    token: &str,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let target = ctx.target(host);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -330,16 +414,23 @@ async fn confirm_until(ctx: &Context, host: &Host, token: &str, deadline: Instan
             break;
         }
         let attempt = left.min(Duration::from_secs(5)).max(Duration::from_secs(1));
-        if let Ok(out) = target.run_fresh(&script::confirm(token), attempt + Duration::from_secs(12)).await {
+        if let Ok(out) = target
+            .run_fresh(&script::confirm(token), attempt + Duration::from_secs(12))
+            .await
+        {
             let state = out.stdout.trim().to_string();
             match state.as_str() {
                 "confirmed" => return Ok(()),
                 s if s.starts_with("rolled-back:") => {
                     let why = describe_rollback(&s["rolled-back:".len()..], Mode::Switch);
-                    return Err(RolledBack(format!("{why}; the previous system is active again")).into());
+                    return Err(
+                        RolledBack(format!("{why}; the previous system is active again")).into(),
+                    );
                 }
                 "activating" | "armed" | "" => {}
-                other if out.status == Some(0) => bail!("unexpected activation state on {}: {other}", host.name),
+                other if out.status == Some(0) => {
+                    bail!("unexpected activation state on {}: {other}", host.name)
+                }
                 _ => {}
             }
         }
@@ -348,7 +439,10 @@ async fn confirm_until(ctx: &Context, host: &Host, token: &str, deadline: Instan
     // The window has passed: the watchdog rolls back. Wait for the host to come back and say so.
     let grace = Instant::now() + Duration::from_secs(60);
     while Instant::now() < grace {
-        if let Ok(out) = target.run_fresh(&script::read_state(token), Duration::from_secs(8)).await {
+        if let Ok(out) = target
+            .run_fresh(&script::read_state(token), Duration::from_secs(8))
+            .await
+        {
             let state = out.stdout.trim().to_string();
             if state.starts_with("rolled-back:") {
                 let _ = ctx.pool.reconnect(&target).await;
@@ -376,18 +470,37 @@ pub async fn confirm(ctx: &Arc<Context>, hosts: &[Arc<Host>]) -> Vec<HostResult<
                 bail!("{} has no activation waiting for confirmation", host.name);
             };
             if ctx.options.dry_run {
-                return Ok(Outcome::planned(Activated { path: armed.path, state: "planned".into(), ..Default::default() }, "would confirm"));
+                return Ok(Outcome::planned(
+                    Activated {
+                        path: armed.path,
+                        state: "planned".into(),
+                        ..Default::default()
+                    },
+                    "would confirm",
+                ));
             }
             let result = confirm_until(&ctx, &host, &armed.token, armed.deadline).await;
             ctx.armed.lock().unwrap().remove(&host.name);
-            let value = Activated { path: armed.path.clone(), previous: armed.previous.clone(), ..Default::default() };
+            let value = Activated {
+                path: armed.path.clone(),
+                previous: armed.previous.clone(),
+                ..Default::default()
+            };
             match result {
                 Ok(()) => {
-                    ctx.reporter.emit(Event::HostState { host: host.name.clone(), state: FinalState::Deployed, path: Some(armed.path) });
+                    ctx.reporter.emit(Event::HostState {
+                        host: host.name.clone(),
+                        state: FinalState::Deployed,
+                        path: Some(armed.path),
+                    });
                     finished(&ctx, &host, value).await
                 }
                 Err(e) => {
-                    ctx.reporter.emit(Event::HostState { host: host.name.clone(), state: FinalState::RolledBack, path: armed.previous });
+                    ctx.reporter.emit(Event::HostState {
+                        host: host.name.clone(),
+                        state: FinalState::RolledBack,
+                        path: armed.previous,
+                    });
                     Err(e)
                 }
             }
@@ -422,29 +535,54 @@ pub async fn rollback(ctx: &Arc<Context>, hosts: &[Arc<Host>]) -> Vec<HostResult
 async fn rollback_one(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Activated>> {
     let armed = ctx.armed.lock().unwrap().get(&host.name).cloned();
     if ctx.options.dry_run {
-        return Ok(Outcome::planned(Activated { state: "planned".into(), ..Default::default() }, "would roll back"));
+        return Ok(Outcome::planned(
+            Activated {
+                state: "planned".into(),
+                ..Default::default()
+            },
+            "would roll back",
+        ));
     }
     let target = ctx.target(host);
     if let Some(armed) = armed {
-        let out = target.run_fresh(&script::request_rollback(&armed.token), Duration::from_secs(75)).await?;
+        let out = target
+            .run_fresh(
+                &script::request_rollback(&armed.token),
+                Duration::from_secs(75),
+            )
+            .await?;
         ctx.armed.lock().unwrap().remove(&host.name);
         let state = out.stdout.trim();
         if !state.starts_with("rolled-back") {
             bail!("rollback on {} ended in state `{state}`", host.name);
         }
         let path = armed.previous.clone().unwrap_or_default();
-        return Ok(Outcome::done(Activated { path, previous: Some(armed.path), state: "rolled back".into(), generation: None }));
+        return Ok(Outcome::done(Activated {
+            path,
+            previous: Some(armed.path),
+            state: "rolled back".into(),
+            generation: None,
+        }));
     }
     lock(ctx, host).await?;
     let conn = ctx.pool.get(&target).await?;
     let before = current(ctx, host).await?;
-    let out = conn.run(&script::plain_rollback(&host.profile), None).await?;
+    let out = conn
+        .run(&script::plain_rollback(&host.profile), None)
+        .await?;
     let last = out.stdout.lines().last().unwrap_or("").trim().to_string();
     if last == "no-previous" {
-        bail!("{} has no generation before the current one to roll back to", host.name);
+        bail!(
+            "{} has no generation before the current one to roll back to",
+            host.name
+        );
     }
     let Some(path) = last.strip_prefix("rolled-back ") else {
-        bail!("rollback on {} failed: {}", host.name, out.last_error_line());
+        bail!(
+            "rollback on {} failed: {}",
+            host.name,
+            out.last_error_line()
+        );
     };
     let after = current(ctx, host).await?;
     Ok(Outcome::done(Activated {
@@ -459,13 +597,21 @@ async fn rollback_one(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Acti
 pub async fn settle(ctx: &Arc<Context>) {
     let pending: Vec<Arc<Host>> = {
         let armed = ctx.armed.lock().unwrap();
-        ctx.inventory.hosts.values().filter(|h| armed.contains_key(&h.name)).cloned().collect()
+        ctx.inventory
+            .hosts
+            .values()
+            .filter(|h| armed.contains_key(&h.name))
+            .cloned()
+            .collect()
     };
     if !pending.is_empty() {
         let names: Vec<String> = pending.iter().map(|h| h.name.to_string()).collect();
         ctx.reporter.message(
             crate::report::Level::Warn,
-            format!("the runbook never confirmed {}; rolling back", names.join(", ")),
+            format!(
+                "the runbook never confirmed {}; rolling back",
+                names.join(", ")
+            ),
         );
         rollback(ctx, &pending).await;
     }
@@ -485,6 +631,8 @@ mod tests {
     #[test]
     fn modes_parse_and_reject_unknown() {
         assert_eq!(Mode::parse("dry-activate"), Ok(Mode::DryActivate));
-        assert!(Mode::parse("reboot").unwrap_err().contains("switch, boot, test or dry-activate"));
+        assert!(Mode::parse("reboot")
+            .unwrap_err()
+            .contains("switch, boot, test or dry-activate"));
     }
 }

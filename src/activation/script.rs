@@ -156,7 +156,10 @@ pub fn request_rollback(token: &str) -> String {
 
 /// Prints the watchdog's current state.
 pub fn read_state(token: &str) -> String {
-    format!("cat {}/state 2>/dev/null || echo missing", quote(&activation_dir(token)))
+    format!(
+        "cat {}/state 2>/dev/null || echo missing",
+        quote(&activation_dir(token))
+    )
 }
 
 /// Reads what a host runs: `/run/current-system` and the profile, one per line.
@@ -203,7 +206,9 @@ mod tests {
     #[test]
     fn watchdog_parameters_are_quoted() {
         let s = watchdog(&activation("/nix/store/x y"));
-        assert!(s.starts_with("PROFILE=/nix/var/nix/profiles/system\nNEW='/nix/store/x y'\nMODE=switch\n"));
+        assert!(s.starts_with(
+            "PROFILE=/nix/var/nix/profiles/system\nNEW='/nix/store/x y'\nMODE=switch\n"
+        ));
         assert!(s.contains("CONFIRM_TENTHS=300\n"));
         assert!(s.contains("MAGIC=1\n"));
     }
@@ -219,8 +224,17 @@ mod tests {
             plain_rollback("/nix/var/nix/profiles/system"),
             probe("/nix/var/nix/profiles/system"),
         ] {
-            let out = std::process::Command::new("sh").arg("-n").arg("-c").arg(&script).output().unwrap();
-            assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -48,7 +48,9 @@ pub fn parse_params(set: &[String]) -> Result<rhai::Map, Failure> {
     let mut params = rhai::Map::new();
     for item in set {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(Failure::input(format!("--set `{item}`: expected KEY=VALUE")));
+            return Err(Failure::input(format!(
+                "--set `{item}`: expected KEY=VALUE"
+            )));
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -74,7 +76,9 @@ pub fn make_context(
     let ctx = Context {
         allowed,
         pool: crate::transport::Pool::new().context("cannot create the ssh control directory")?,
-        nix: crate::nix::Nix { options: inventory.nix_options.clone() },
+        nix: crate::nix::Nix {
+            options: inventory.nix_options.clone(),
+        },
         reporter: Reporter::new(sinks),
         options,
         interrupt: Arc::new(Interrupt::default()),
@@ -116,7 +120,11 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
             println!("Run a runbook against the fleet.\n\n{USAGE}");
             return Ok(Exit::Success);
         }
-        return Err(Failure::new(Exit::Usage, format!("error: a runbook is required\n\n{USAGE}")).into());
+        return Err(Failure::new(
+            Exit::Usage,
+            format!("error: a runbook is required\n\n{USAGE}"),
+        )
+        .into());
     };
     if opts.help {
         println!("{USAGE}");
@@ -129,12 +137,19 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
 
     // Compile before anything else: a broken runbook touches nothing and costs no evaluation.
     let mut probe = Session::new(None, params.clone(), opts.lib.clone(), Default::default());
-    probe.compile(&source, &text).map_err(|e| Failure::new(e.exit, e.rendered))?;
+    probe
+        .compile(&source, &text)
+        .map_err(|e| Failure::new(e.exit, e.rendered))?;
 
     let inventory = Arc::new(Inventory::load(&opts.flake)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let sinks: Vec<Box<dyn Sink>> =
-        if opts.json { vec![Box::new(JsonSink::stdout())] } else { vec![Box::new(TerminalSink::new())] };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let sinks: Vec<Box<dyn Sink>> = if opts.json {
+        vec![Box::new(JsonSink::stdout())]
+    } else {
+        vec![Box::new(TerminalSink::new())]
+    };
     let run_options = RunOptions {
         parallel: opts.parallel,
         dry_run: opts.dry_run,
@@ -142,7 +157,14 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         force_unlock: opts.force_unlock,
         interactive: std::io::stdin().is_terminal(),
     };
-    let ctx = make_context(&runtime, inventory.clone(), opts.on.as_deref(), sinks, run_options, &source)?;
+    let ctx = make_context(
+        &runtime,
+        inventory.clone(),
+        opts.on.as_deref(),
+        sinks,
+        run_options,
+        &source,
+    )?;
     watch_interrupts(&runtime, &ctx);
     ctx.reporter.emit(Event::RunStarted {
         runbook: source.clone(),
@@ -150,18 +172,27 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         dry_run: opts.dry_run,
     });
     let started = std::time::Instant::now();
-    let mut session = Session::new(Some(ctx.clone()), params, opts.lib.clone(), inventory.flake_inputs.clone());
+    let mut session = Session::new(
+        Some(ctx.clone()),
+        params,
+        opts.lib.clone(),
+        inventory.flake_inputs.clone(),
+    );
     let outcome = session.run_file(&runbook);
     runtime.block_on(crate::activation::settle(&ctx));
 
     let mut exit = Exit::Success;
     if let Err(e) = &outcome {
-        ctx.reporter.message(Level::Error, e.rendered.trim_start_matches("error: ").to_string());
+        ctx.reporter.message(
+            Level::Error,
+            e.rendered.trim_start_matches("error: ").to_string(),
+        );
         exit = e.exit;
     }
     let unhandled = session.unhandled_failures();
     for (at, message) in &unhandled {
-        ctx.reporter.message(Level::Error, format!("{at}: {message}"));
+        ctx.reporter
+            .message(Level::Error, format!("{at}: {message}"));
     }
     let recorder = ctx.reporter.recorder();
     if exit == Exit::Success && (!recorder.all_good() || !unhandled.is_empty()) {
@@ -173,7 +204,11 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     crate::commands::journal_run(&ctx, started.elapsed());
     ctx.reporter.emit(Event::RunFinished {
         exit_code: exit.code(),
-        hosts: recorder.hosts().into_iter().map(|(h, r)| (h, r.state)).collect(),
+        hosts: recorder
+            .hosts()
+            .into_iter()
+            .map(|(h, r)| (h, r.state))
+            .collect(),
     });
     ctx.reporter.finish();
     if !opts.json {

@@ -54,7 +54,11 @@ fn excerpt(out: &mut String, sources: &Sources, source: &str, pos: Position) -> 
 pub fn render_parse_error(err: &ParseError, source: &str, sources: &Sources) -> RunbookError {
     let mut out = format!("error: {}\n", err.err_type());
     let location = excerpt(&mut out, sources, source, err.position());
-    RunbookError { exit: Exit::Runbook, rendered: out.trim_end().to_string(), location }
+    RunbookError {
+        exit: Exit::Runbook,
+        rendered: out.trim_end().to_string(),
+        location,
+    }
 }
 
 /// Renders a runtime error raised while running `source`.
@@ -96,7 +100,11 @@ pub fn render_eval_error(err: &EvalAltResult, source: &str, sources: &Sources) -
             let _ = writeln!(out, "   = {what} at {at_src}:{l}:{c}");
         }
     }
-    RunbookError { exit, rendered: out.trim_end().to_string(), location }
+    RunbookError {
+        exit,
+        rendered: out.trim_end().to_string(),
+        location,
+    }
 }
 
 /// Rhai appends ` (line N, position M)` to messages; the excerpt shows that better.

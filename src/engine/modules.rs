@@ -41,9 +41,18 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver searching `lib_dirs` (then `NIXDEPLOY_PATH`), with the deploying flake's inputs.
-    pub fn new(mut lib_dirs: Vec<PathBuf>, flake_inputs: HashMap<String, PathBuf>, sources: Arc<Mutex<Sources>>) -> Resolver {
+    pub fn new(
+        mut lib_dirs: Vec<PathBuf>,
+        flake_inputs: HashMap<String, PathBuf>,
+        sources: Arc<Mutex<Sources>>,
+    ) -> Resolver {
         if let Ok(extra) = std::env::var("NIXDEPLOY_PATH") {
-            lib_dirs.extend(extra.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+            lib_dirs.extend(
+                extra
+                    .split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+            );
         }
         Resolver {
             lib_dirs,
@@ -64,7 +73,11 @@ impl Resolver {
     }
 
     /// Every place `name` resolves to, in precedence order (the first one wins).
-    pub fn candidates(&self, importer: Option<&str>, name: &str) -> Result<Vec<LibraryPath>, String> {
+    pub fn candidates(
+        &self,
+        importer: Option<&str>,
+        name: &str,
+    ) -> Result<Vec<LibraryPath>, String> {
         let mut found = Vec::new();
         if let Some(rest) = name.strip_prefix("flake:") {
             let (input, module) = rest.split_once('/').ok_or_else(|| {
@@ -76,7 +89,10 @@ impl Resolver {
                 return Err(if known.is_empty() {
                     format!("`{name}`: the deploying flake has no inputs (or none were read)")
                 } else {
-                    format!("`{name}`: the deploying flake has no input `{input}`; its inputs: {}", known.join(", "))
+                    format!(
+                        "`{name}`: the deploying flake has no input `{input}`; its inputs: {}",
+                        known.join(", ")
+                    )
                 });
             };
             let p = dir.join(Self::with_ext(module));
@@ -91,7 +107,11 @@ impl Resolver {
             .and_then(|p| p.parent())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let relative = if Path::new(&file).is_absolute() { PathBuf::from(&file) } else { base.join(&file) };
+        let relative = if Path::new(&file).is_absolute() {
+            PathBuf::from(&file)
+        } else {
+            base.join(&file)
+        };
         if relative.is_file() {
             found.push(LibraryPath::File(relative));
         }
@@ -103,13 +123,19 @@ impl Resolver {
                 }
             }
             if super::stdlib::source(name.trim_end_matches(".rhai")).is_some() {
-                found.push(LibraryPath::Stdlib(name.trim_end_matches(".rhai").to_string()));
+                found.push(LibraryPath::Stdlib(
+                    name.trim_end_matches(".rhai").to_string(),
+                ));
             }
         }
         Ok(found)
     }
 
-    fn load(&self, engine: &Engine, which: &LibraryPath) -> Result<Shared<Module>, Box<EvalAltResult>> {
+    fn load(
+        &self,
+        engine: &Engine,
+        which: &LibraryPath,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let key = which.display();
         if let Some(m) = self.cache.lock().unwrap().get(&key) {
             return Ok(m.clone());
@@ -119,7 +145,10 @@ impl Resolver {
                 .map_err(|e| format!("cannot read module {}: {e}", p.display()))?,
             LibraryPath::Stdlib(n) => super::stdlib::source(n).unwrap_or_default().to_string(),
         };
-        self.sources.lock().unwrap().insert(key.clone(), text.clone());
+        self.sources
+            .lock()
+            .unwrap()
+            .insert(key.clone(), text.clone());
         {
             let mut loading = self.loading.lock().unwrap();
             if let Some(i) = loading.iter().position(|k| *k == key) {
@@ -136,15 +165,23 @@ impl Resolver {
                 Box::new(EvalAltResult::ErrorInModule(
                     key.clone(),
                     Box::new(EvalAltResult::ErrorRuntime(
-                        rendered.rendered.trim_start_matches("error: ").lines().next().unwrap_or("").to_string().into(),
+                        rendered
+                            .rendered
+                            .trim_start_matches("error: ")
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                            .into(),
                         e.position(),
                     )),
                     Position::NONE,
                 ))
             })?;
             ast.set_source(key.as_str());
-            let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
-                .map_err(|e| Box::new(EvalAltResult::ErrorInModule(key.clone(), e, Position::NONE)))?;
+            let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(|e| {
+                Box::new(EvalAltResult::ErrorInModule(key.clone(), e, Position::NONE))
+            })?;
             Ok::<_, Box<EvalAltResult>>(Shared::new(module))
         })();
         self.loading.lock().unwrap().retain(|k| *k != key);
@@ -184,7 +221,11 @@ impl ModuleResolver for Resolver {
             EvalAltResult::ErrorInModule(name, inner, Position::NONE) => {
                 Box::new(EvalAltResult::ErrorInModule(name, inner, pos))
             }
-            other => Box::new(EvalAltResult::ErrorInModule(first.display(), Box::new(other), pos)),
+            other => Box::new(EvalAltResult::ErrorInModule(
+                first.display(),
+                Box::new(other),
+                pos,
+            )),
         })
     }
 }

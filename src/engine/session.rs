@@ -51,11 +51,21 @@ impl rhai::ModuleResolver for SharedResolver {
 
 impl Session {
     /// A session for a run (or the REPL) on `ctx`, with `params` visible as `params`.
-    pub fn new(ctx: Option<Arc<Context>>, params: Map, lib_dirs: Vec<PathBuf>, flake_inputs: HashMap<String, PathBuf>) -> Session {
+    pub fn new(
+        ctx: Option<Arc<Context>>,
+        params: Map,
+        lib_dirs: Vec<PathBuf>,
+        flake_inputs: HashMap<String, PathBuf>,
+    ) -> Session {
         let sources = Arc::new(Mutex::new(Sources::new()));
         let resolver = Arc::new(Resolver::new(lib_dirs, flake_inputs, sources.clone()));
         let mut engine = base_engine(resolver.clone());
-        let api = ctx.map(|ctx| Arc::new(Api { ctx, reports: Mutex::new(Vec::new()) }));
+        let api = ctx.map(|ctx| {
+            Arc::new(Api {
+                ctx,
+                reports: Mutex::new(Vec::new()),
+            })
+        });
         if let Some(api) = &api {
             engine.set_default_tag(Dynamic::from(ApiHandle(api.clone())));
             let reporter = api.ctx.reporter.clone();
@@ -73,7 +83,14 @@ impl Session {
         }
         let mut scope = Scope::new();
         scope.push_constant("params", params);
-        Session { engine, scope, api, sources, resolver, asts: Vec::new() }
+        Session {
+            engine,
+            scope,
+            api,
+            sources,
+            resolver,
+            asts: Vec::new(),
+        }
     }
 
     /// The module resolver (what `check` reports on).
@@ -88,22 +105,34 @@ impl Session {
 
     /// Names of variables currently in scope.
     pub fn variables(&self) -> Vec<String> {
-        self.scope.iter().map(|(name, _, _)| name.to_string()).collect()
+        self.scope
+            .iter()
+            .map(|(name, _, _)| name.to_string())
+            .collect()
     }
 
     /// Names of functions the session's scripts defined.
     pub fn script_functions(&self) -> Vec<String> {
-        self.asts.iter().flat_map(|a| a.iter_functions().map(|f| f.name.to_string())).collect()
+        self.asts
+            .iter()
+            .flat_map(|a| a.iter_functions().map(|f| f.name.to_string()))
+            .collect()
     }
 
     /// Compiles `text` named `source`, with imports resolved at compile time so an unresolvable
     /// or broken library is reported before anything runs.
     pub fn compile(&mut self, source: &str, text: &str) -> Result<AST, RunbookError> {
-        self.sources.lock().unwrap().insert(source.to_string(), text.to_string());
-        let mut ast = self.engine.compile_with_scope(&self.scope, text).map_err(|e| {
-            let sources = self.sources.lock().unwrap();
-            render_parse_error(&e, source, &sources)
-        })?;
+        self.sources
+            .lock()
+            .unwrap()
+            .insert(source.to_string(), text.to_string());
+        let mut ast = self
+            .engine
+            .compile_with_scope(&self.scope, text)
+            .map_err(|e| {
+                let sources = self.sources.lock().unwrap();
+                render_parse_error(&e, source, &sources)
+            })?;
         ast.set_source(source);
         Ok(ast)
     }
@@ -127,7 +156,9 @@ impl Session {
             all = all.merge(&previous.clone_functions_only());
         }
         let all = all.merge(&ast);
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &all);
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &all);
         self.asts.push(ast.clone_functions_only());
         result.map_err(|e| {
             let sources = self.sources.lock().unwrap();
@@ -137,7 +168,9 @@ impl Session {
 
     /// Failed steps whose reports the runbook never looked at: `(location, message)`.
     pub fn unhandled_failures(&self) -> Vec<(String, String)> {
-        let Some(api) = &self.api else { return Vec::new() };
+        let Some(api) = &self.api else {
+            return Vec::new();
+        };
         let reports = api.reports.lock().unwrap();
         reports
             .iter()
@@ -149,7 +182,14 @@ impl Session {
                     .filter(|e| !e.ok)
                     .map(|e| format!("{} ({})", e.host.name, e.error.clone().unwrap_or_default()))
                     .collect();
-                (r.at().to_string(), format!("`{}` failed on {} and the runbook did not check its report", r.step(), failed.join(", ")))
+                (
+                    r.at().to_string(),
+                    format!(
+                        "`{}` failed on {} and the runbook did not check its report",
+                        r.step(),
+                        failed.join(", ")
+                    ),
+                )
             })
             .collect()
     }

@@ -80,6 +80,8 @@ let
 in
 {
   root = flake.outPath or null;
+  # Runbook libraries can be imported from flake inputs (`import "flake:INPUT/MODULE"`).
+  inputs = mapAttrs (_: i: i.outPath or null) (flake.inputs or { });
 }
 // (
   if flake ? nixdeploy then { source = "nixdeploy"; value = readNixdeploy flake.nixdeploy; }

@@ -76,6 +76,10 @@ pub struct Inventory {
     pub hosts: BTreeMap<HostName, Arc<Host>>,
     /// Remote builders by name.
     pub builders: BTreeMap<String, Builder>,
+    /// `nixOptions`: `--option NAME VALUE` for every local Nix call.
+    pub nix_options: Vec<(String, String)>,
+    /// The flake's inputs by name (their source directories), for `import "flake:INPUT/MODULE"`.
+    pub flake_inputs: std::collections::HashMap<String, PathBuf>,
 }
 
 impl Inventory {
@@ -108,13 +112,28 @@ impl Inventory {
     ) -> anyhow::Result<Inventory> {
         let source = value["source"].as_str().unwrap_or("none");
         let body = &value["value"];
-        let (parsed_hosts, builders, ssh_config) = match source {
+        let (parsed_hosts, builders, ssh_config, nix_options) = match source {
             "nixdeploy" => {
                 let parsed = schema::read(body)?;
-                (parsed.hosts, parsed.builders, parsed.ssh_config)
+                (
+                    parsed.hosts,
+                    parsed.builders,
+                    parsed.ssh_config,
+                    parsed.nix_options,
+                )
             }
-            "deploy" => (deploy_rs::read_deploy(body)?, BTreeMap::new(), None),
-            "nixosConfigurations" => (deploy_rs::read_nixos(body)?, BTreeMap::new(), None),
+            "deploy" => (
+                deploy_rs::read_deploy(body)?,
+                BTreeMap::new(),
+                None,
+                Vec::new(),
+            ),
+            "nixosConfigurations" => (
+                deploy_rs::read_nixos(body)?,
+                BTreeMap::new(),
+                None,
+                Vec::new(),
+            ),
             _ => {
                 let outputs: Vec<&str> = body
                     .as_array()
@@ -144,6 +163,15 @@ impl Inventory {
             ssh_config,
             hosts: index_hosts(parsed_hosts)?,
             builders,
+            nix_options,
+            flake_inputs: value["inputs"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|p| (k.clone(), PathBuf::from(p))))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 

@@ -15,7 +15,7 @@ pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
 /// The system type assumed when neither the host nor its toplevel says.
 const DEFAULT_SYSTEM: &str = "x86_64-linux";
 
-const TOP_FIELDS: &[&str] = &["defaults", "sshConfig", "hosts", "builders"];
+const TOP_FIELDS: &[&str] = &["defaults", "sshConfig", "nixOptions", "hosts", "builders"];
 const HOST_FIELDS: &[&str] = &[
     "targetHost",
     "targetUser",
@@ -41,6 +41,8 @@ const BUILDER_FIELDS: &[&str] = &[
 pub struct Parsed {
     /// `sshConfig` as written (resolved against the flake directory by the caller).
     pub ssh_config: Option<String>,
+    /// `nixOptions`: `--option NAME VALUE` pairs for every local Nix call.
+    pub nix_options: Vec<(String, String)>,
     /// The hosts, in name order.
     pub hosts: Vec<Host>,
     /// The builders by name.
@@ -218,7 +220,37 @@ pub fn read(value: &Value) -> anyhow::Result<Parsed> {
         let build_on = resolve_build_on(&what, fields.build_on.as_deref(), &builders)?;
         hosts.push(host(host_name, fields, toplevel, build_on));
     }
+    let mut nix_options = Vec::new();
+    if let Some(v) = top.get("nixOptions") {
+        let Some(map) = v.as_object() else {
+            return Err(top.field_problem(
+                "nixOptions",
+                "must be an attribute set of option names to values",
+            ));
+        };
+        for (name, value) in map {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Array(items) if items.iter().all(|i| i.is_string()) => items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                other => return Err(top.field_problem(
+                    "nixOptions",
+                    format!(
+                        "option {name} must be a string, number, bool or list of strings, found {}",
+                        describe(other)
+                    ),
+                )),
+            };
+            nix_options.push((name.clone(), text));
+        }
+    }
     Ok(Parsed {
+        nix_options,
         ssh_config: top.string("sshConfig")?,
         hosts,
         builders,

@@ -22,7 +22,11 @@ pub struct Uploaded {
 }
 
 fn staging(spec: &KeySpec) -> String {
-    format!("{}/.{}.nixdeploy-new", spec.dest_dir.trim_end_matches('/'), spec.name)
+    format!(
+        "{}/.{}.nixdeploy-new",
+        spec.dest_dir.trim_end_matches('/'),
+        spec.name
+    )
 }
 
 /// Creates the staging file with its final mode (and owner, when it exists) before reading the
@@ -43,8 +47,10 @@ fn stage_command(spec: &KeySpec) -> String {
 
 /// Renames every staged key into place (each rename is atomic).
 fn swap_command(specs: &[&KeySpec]) -> String {
-    let moves: Vec<String> =
-        specs.iter().map(|s| format!("mv -f {} {}", quote(&staging(s)), quote(&s.dest()))).collect();
+    let moves: Vec<String> = specs
+        .iter()
+        .map(|s| format!("mv -f {} {}", quote(&staging(s)), quote(&s.dest())))
+        .collect();
     format!("set -e; {}", moves.join("; "))
 }
 
@@ -61,10 +67,17 @@ fn chown_command(dest: &str, user: &str, group: &str) -> String {
 pub type HostKeys = Arc<Vec<(KeySpec, Secret)>>;
 
 /// Uploads each host's keys. Contents were read before any host is contacted.
-pub async fn upload(ctx: &Arc<Context>, items: Vec<(Arc<Host>, HostKeys)>) -> Vec<HostResult<Uploaded>> {
+pub async fn upload(
+    ctx: &Arc<Context>,
+    items: Vec<(Arc<Host>, HostKeys)>,
+) -> Vec<HostResult<Uploaded>> {
     let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
-    let by_host: Arc<std::collections::HashMap<String, HostKeys>> =
-        Arc::new(items.into_iter().map(|(h, k)| (h.name.to_string(), k)).collect());
+    let by_host: Arc<std::collections::HashMap<String, HostKeys>> = Arc::new(
+        items
+            .into_iter()
+            .map(|(h, k)| (h.name.to_string(), k))
+            .collect(),
+    );
     let c = ctx.clone();
     fan_out(ctx, &hosts, "upload_key", move |host| {
         let (ctx, by_host) = (c.clone(), by_host.clone());
@@ -76,17 +89,32 @@ pub async fn upload(ctx: &Arc<Context>, items: Vec<(Arc<Host>, HostKeys)>) -> Ve
     .await
 }
 
-async fn upload_one(ctx: &Context, host: &Host, keys: &[(KeySpec, Secret)]) -> anyhow::Result<Outcome<Uploaded>> {
-    let mut done = Uploaded { keys: keys.iter().map(|(s, _)| s.dest()).collect(), pending_owner: Vec::new() };
+async fn upload_one(
+    ctx: &Context,
+    host: &Host,
+    keys: &[(KeySpec, Secret)],
+) -> anyhow::Result<Outcome<Uploaded>> {
+    let mut done = Uploaded {
+        keys: keys.iter().map(|(s, _)| s.dest()).collect(),
+        pending_owner: Vec::new(),
+    };
     if ctx.options.dry_run {
-        return Ok(Outcome::planned(done.clone(), format!("would upload {}", done.keys.join(", "))));
+        return Ok(Outcome::planned(
+            done.clone(),
+            format!("would upload {}", done.keys.join(", ")),
+        ));
     }
     crate::activation::lock(ctx, host).await?;
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     for (spec, secret) in keys {
         let out = conn.run(&stage_command(spec), Some(&secret.0)).await?;
         if !out.success() {
-            bail!("staging key {} on {} failed: {}", spec.dest(), host.name, out.last_error_line());
+            bail!(
+                "staging key {} on {} failed: {}",
+                spec.dest(),
+                host.name,
+                out.last_error_line()
+            );
         }
         if out.stdout.starts_with("pending-owner") {
             done.pending_owner.push(spec.dest());
@@ -101,7 +129,11 @@ async fn upload_one(ctx: &Context, host: &Host, keys: &[(KeySpec, Secret)]) -> a
     let specs: Vec<&KeySpec> = keys.iter().map(|(s, _)| s).collect();
     let out = conn.run(&swap_command(&specs), None).await?;
     if !out.success() {
-        bail!("putting keys in place on {} failed: {}", host.name, out.last_error_line());
+        bail!(
+            "putting keys in place on {} failed: {}",
+            host.name,
+            out.last_error_line()
+        );
     }
     if done.pending_owner.is_empty() {
         Ok(Outcome::done(done))
@@ -110,7 +142,8 @@ async fn upload_one(ctx: &Context, host: &Host, keys: &[(KeySpec, Secret)]) -> a
             "{} owned by root until activation creates their owner",
             done.pending_owner.join(", ")
         );
-        ctx.reporter.message(Level::Warn, format!("{}: {msg}", host.name));
+        ctx.reporter
+            .message(Level::Warn, format!("{}: {msg}", host.name));
         Ok(Outcome::done(done.clone()).with_message(msg))
     }
 }
@@ -118,7 +151,12 @@ async fn upload_one(ctx: &Context, host: &Host, keys: &[(KeySpec, Secret)]) -> a
 /// After activation: gives keys uploaded before their owner existed to that owner; an owner
 /// still missing is an error.
 pub async fn fix_owners(ctx: &Context, host: &Host) -> anyhow::Result<()> {
-    let pending = ctx.pending_owners.lock().unwrap().remove(&host.name).unwrap_or_default();
+    let pending = ctx
+        .pending_owners
+        .lock()
+        .unwrap()
+        .remove(&host.name)
+        .unwrap_or_default();
     if pending.is_empty() {
         return Ok(());
     }
@@ -133,7 +171,11 @@ pub async fn fix_owners(ctx: &Context, host: &Host) -> anyhow::Result<()> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(anyhow!("after activation the owners of {} still do not exist on {}", missing.join(", "), host.name))
+        Err(anyhow!(
+            "after activation the owners of {} still do not exist on {}",
+            missing.join(", "),
+            host.name
+        ))
     }
 }
 
@@ -142,7 +184,11 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> KeySpec {
-        KeySpec::parse(&serde_json::json!({ "name": name, "text": "x", "permissions": "0640", "user": "app" }), None).unwrap()
+        KeySpec::parse(
+            &serde_json::json!({ "name": name, "text": "x", "permissions": "0640", "user": "app" }),
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -163,8 +209,17 @@ mod tests {
 
     #[test]
     fn commands_are_valid_shell() {
-        for script in [stage_command(&spec("k")), swap_command(&[&spec("k")]), chown_command("/run/keys/k", "app", "app")] {
-            let out = std::process::Command::new("sh").arg("-n").arg("-c").arg(&script).output().unwrap();
+        for script in [
+            stage_command(&spec("k")),
+            swap_command(&[&spec("k")]),
+            chown_command("/run/keys/k", "app", "app"),
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{script}");
         }
     }

@@ -63,18 +63,37 @@ impl std::fmt::Debug for Secret {
 fn valid_account(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 impl KeySpec {
     /// Validates a spec given as JSON (runbook maps are converted to JSON first). Accepts
     /// snake_case and the inventory's camelCase (`destDir`, `uploadAt`, `keyFile`, `keyCommand`).
-    pub fn parse(value: &serde_json::Value, fallback_name: Option<&str>) -> Result<KeySpec, String> {
+    pub fn parse(
+        value: &serde_json::Value,
+        fallback_name: Option<&str>,
+    ) -> Result<KeySpec, String> {
         let obj = value.as_object().ok_or("a key spec must be a map")?;
         let known = [
-            "name", "text", "file", "keyFile", "command", "keyCommand", "dest_dir", "destDir", "user", "group",
-            "permissions", "upload_at", "uploadAt",
+            "name",
+            "text",
+            "file",
+            "keyFile",
+            "command",
+            "keyCommand",
+            "dest_dir",
+            "destDir",
+            "user",
+            "group",
+            "permissions",
+            "upload_at",
+            "uploadAt",
         ];
         if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!("unknown field `{k}`; known fields: name, text, file, command, dest_dir, user, group, permissions, upload_at"));
@@ -89,10 +108,19 @@ impl KeySpec {
         };
         let name = match string("name", "name")? {
             Some(n) => n,
-            None => fallback_name.map(str::to_string).ok_or("field `name` is required")?,
+            None => fallback_name
+                .map(str::to_string)
+                .ok_or("field `name` is required")?,
         };
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
-            return Err(format!("key name `{name}` must be a plain file name (no `/`, not `.` or `..`)"));
+        if name.is_empty()
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || name.contains('\0')
+        {
+            return Err(format!(
+                "key name `{name}` must be a plain file name (no `/`, not `.` or `..`)"
+            ));
         }
         let label = format!("key `{name}`");
         let mut sources = Vec::new();
@@ -105,7 +133,11 @@ impl KeySpec {
         if let Some(c) = get("command", "keyCommand") {
             let argv: Option<Vec<String>> = c
                 .as_array()
-                .map(|a| a.iter().map(|w| w.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
+                .map(|a| {
+                    a.iter()
+                        .map(|w| w.as_str().map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                })
                 .unwrap_or(None);
             match argv {
                 Some(argv) if !argv.is_empty() => sources.push(Source::Command(argv)),
@@ -114,26 +146,46 @@ impl KeySpec {
         }
         let source = match sources.len() {
             1 => sources.remove(0),
-            0 => return Err(format!("{label}: give exactly one of `text`, `file` or `command`")),
-            _ => return Err(format!("{label}: give exactly one of `text`, `file` or `command`, not several")),
+            0 => {
+                return Err(format!(
+                    "{label}: give exactly one of `text`, `file` or `command`"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "{label}: give exactly one of `text`, `file` or `command`, not several"
+                ))
+            }
         };
-        let dest_dir = string("dest_dir", "destDir").map_err(|e| format!("{label}: {e}"))?.unwrap_or_else(|| "/run/keys".into());
+        let dest_dir = string("dest_dir", "destDir")
+            .map_err(|e| format!("{label}: {e}"))?
+            .unwrap_or_else(|| "/run/keys".into());
         if !dest_dir.starts_with('/') || dest_dir.split('/').any(|c| c == "..") {
-            return Err(format!("{label}: `dest_dir` must be an absolute path without `..`, found `{dest_dir}`"));
+            return Err(format!(
+                "{label}: `dest_dir` must be an absolute path without `..`, found `{dest_dir}`"
+            ));
         }
-        let user = string("user", "user").map_err(|e| format!("{label}: {e}"))?.unwrap_or_else(|| "root".into());
-        let group = string("group", "group").map_err(|e| format!("{label}: {e}"))?.unwrap_or_else(|| "root".into());
+        let user = string("user", "user")
+            .map_err(|e| format!("{label}: {e}"))?
+            .unwrap_or_else(|| "root".into());
+        let group = string("group", "group")
+            .map_err(|e| format!("{label}: {e}"))?
+            .unwrap_or_else(|| "root".into());
         for (what, v) in [("user", &user), ("group", &group)] {
             if !valid_account(v) {
-                return Err(format!("{label}: `{what}` `{v}` is not a valid account name"));
+                return Err(format!(
+                    "{label}: `{what}` `{v}` is not a valid account name"
+                ));
             }
         }
         let permissions = match get("permissions", "permissions") {
             None => 0o600,
-            Some(serde_json::Value::String(p)) => parse_mode(p).map_err(|e| format!("{label}: {e}"))?,
-            Some(other) => {
-                return Err(format!("{label}: `permissions` must be an octal string such as \"0600\", found {other}"))
+            Some(serde_json::Value::String(p)) => {
+                parse_mode(p).map_err(|e| format!("{label}: {e}"))?
             }
+            Some(other) => return Err(format!(
+                "{label}: `permissions` must be an octal string such as \"0600\", found {other}"
+            )),
         };
         let upload_at = match string("upload_at", "uploadAt").map_err(|e| format!("{label}: {e}"))?.as_deref() {
             None | Some("pre-activation") => UploadAt::PreActivation,
@@ -142,7 +194,15 @@ impl KeySpec {
                 return Err(format!("{label}: `upload_at` must be \"pre-activation\" or \"post-activation\", found \"{other}\""))
             }
         };
-        Ok(KeySpec { name, source, dest_dir, user, group, permissions, upload_at })
+        Ok(KeySpec {
+            name,
+            source,
+            dest_dir,
+            user,
+            group,
+            permissions,
+            upload_at,
+        })
     }
 
     /// The destination path on the host.
@@ -153,7 +213,8 @@ impl KeySpec {
     /// Checks the source can be read, before any host is touched (files exist and are readable).
     pub fn check_source(&self) -> Result<(), String> {
         if let Source::File(p) = &self.source {
-            std::fs::File::open(p).map_err(|e| format!("key `{}`: cannot read {}: {e}", self.name, p.display()))?;
+            std::fs::File::open(p)
+                .map_err(|e| format!("key `{}`: cannot read {}: {e}", self.name, p.display()))?;
         }
         Ok(())
     }
@@ -173,7 +234,12 @@ impl KeySpec {
                     .output()
                     .map_err(|e| format!("key `{}`: cannot run `{}`: {e}", self.name, argv[0]))?;
                 if !out.status.success() {
-                    return Err(format!("key `{}`: `{}` exited with {}", self.name, argv.join(" "), out.status));
+                    return Err(format!(
+                        "key `{}`: `{}` exited with {}",
+                        self.name,
+                        argv.join(" "),
+                        out.status
+                    ));
                 }
                 Ok(Secret(out.stdout))
             }
@@ -185,7 +251,9 @@ impl KeySpec {
 pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-        return Err(format!("`permissions` must be octal like \"0600\", found \"{text}\""));
+        return Err(format!(
+            "`permissions` must be octal like \"0600\", found \"{text}\""
+        ));
     }
     let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
     if mode > 0o777 {
@@ -203,7 +271,10 @@ mod tests {
     fn defaults_fill_in() {
         let k = KeySpec::parse(&json!({ "name": "app.key", "text": "s3cret" }), None).unwrap();
         assert_eq!(k.dest(), "/run/keys/app.key");
-        assert_eq!((k.user.as_str(), k.group.as_str(), k.permissions), ("root", "root", 0o600));
+        assert_eq!(
+            (k.user.as_str(), k.group.as_str(), k.permissions),
+            ("root", "root", 0o600)
+        );
         assert_eq!(k.upload_at, UploadAt::PreActivation);
     }
 
@@ -219,16 +290,40 @@ mod tests {
     fn bad_specs_are_rejected_with_reasons() {
         let cases = [
             (json!({ "name": "a/b", "text": "x" }), "plain file name"),
-            (json!({ "name": "k", "text": "x", "dest_dir": "run/keys" }), "absolute"),
-            (json!({ "name": "k", "text": "x", "permissions": "0999" }), "octal"),
-            (json!({ "name": "k", "text": "x", "permissions": "4755" }), "wider than 0777"),
-            (json!({ "name": "k", "text": "x", "permissions": 600 }), "octal string"),
+            (
+                json!({ "name": "k", "text": "x", "dest_dir": "run/keys" }),
+                "absolute",
+            ),
+            (
+                json!({ "name": "k", "text": "x", "permissions": "0999" }),
+                "octal",
+            ),
+            (
+                json!({ "name": "k", "text": "x", "permissions": "4755" }),
+                "wider than 0777",
+            ),
+            (
+                json!({ "name": "k", "text": "x", "permissions": 600 }),
+                "octal string",
+            ),
             (json!({ "name": "k" }), "exactly one"),
-            (json!({ "name": "k", "text": "x", "file": "/etc/hostname" }), "not several"),
+            (
+                json!({ "name": "k", "text": "x", "file": "/etc/hostname" }),
+                "not several",
+            ),
             (json!({ "name": "k", "command": [] }), "non-empty array"),
-            (json!({ "name": "k", "text": "x", "upload_at": "later" }), "upload_at"),
-            (json!({ "name": "k", "text": "x", "user": "bad user" }), "valid account"),
-            (json!({ "name": "k", "text": "x", "colour": "red" }), "unknown field"),
+            (
+                json!({ "name": "k", "text": "x", "upload_at": "later" }),
+                "upload_at",
+            ),
+            (
+                json!({ "name": "k", "text": "x", "user": "bad user" }),
+                "valid account",
+            ),
+            (
+                json!({ "name": "k", "text": "x", "colour": "red" }),
+                "unknown field",
+            ),
         ];
         for (spec, expected) in cases {
             let err = KeySpec::parse(&spec, None).unwrap_err();
@@ -245,7 +340,11 @@ mod tests {
 
     #[test]
     fn a_failing_command_is_an_error_without_its_output() {
-        let k = KeySpec::parse(&json!({ "name": "k", "command": ["sh", "-c", "echo hunter2; exit 3"] }), None).unwrap();
+        let k = KeySpec::parse(
+            &json!({ "name": "k", "command": ["sh", "-c", "echo hunter2; exit 3"] }),
+            None,
+        )
+        .unwrap();
         let err = k.read().unwrap_err();
         assert!(err.contains("exited"), "{err}");
         assert!(!err.contains("hunter2"));

@@ -36,13 +36,27 @@ impl Nix {
 
     /// One `nix build` of many derivations: `--keep-going` so one broken host does not stop the
     /// others, `--json` for the out paths. `builders` is a Nix `builders` spec (remote builds).
-    pub fn build(&self, drvs: &[String], builders: Option<&str>, local_jobs: Option<u32>) -> Vec<String> {
+    pub fn build(
+        &self,
+        drvs: &[String],
+        builders: Option<&str>,
+        local_jobs: Option<u32>,
+    ) -> Vec<String> {
         let mut argv = self.base("build");
-        argv.extend(["--no-link".into(), "--json".into(), "--keep-going".into(), "-L".into()]);
+        argv.extend([
+            "--no-link".into(),
+            "--json".into(),
+            "--keep-going".into(),
+            "-L".into(),
+        ]);
         if let Some(spec) = builders {
             argv.extend(["--builders".into(), spec.to_string()]);
             // Remote builders copy their inputs from us, not from a cache they may not reach.
-            argv.extend(["--option".into(), "builders-use-substitutes".into(), "false".into()]);
+            argv.extend([
+                "--option".into(),
+                "builders-use-substitutes".into(),
+                "false".into(),
+            ]);
         }
         if let Some(jobs) = local_jobs {
             argv.extend(["--max-jobs".into(), jobs.to_string()]);
@@ -53,7 +67,13 @@ impl Nix {
 
     /// `nix copy` of `paths` into `to`. Signatures are not checked (root deploys its own unsigned
     /// builds, as colmena and deploy-rs do); `substitute` lets the target fetch from its caches.
-    pub fn copy_to(&self, to: &StoreUri, paths: &[String], substitute: bool, derivation: bool) -> Vec<String> {
+    pub fn copy_to(
+        &self,
+        to: &StoreUri,
+        paths: &[String],
+        substitute: bool,
+        derivation: bool,
+    ) -> Vec<String> {
         let mut argv = self.base("copy");
         argv.extend(["--no-check-sigs".into(), "--to".into(), to.0.clone()]);
         if substitute {
@@ -76,7 +96,12 @@ impl Nix {
 
 /// `nix-store -qR PATH`: the closure of a path, one store path per line.
 pub fn closure_argv(path: &str) -> Vec<String> {
-    vec!["nix-store".into(), "--query".into(), "--requisites".into(), path.to_string()]
+    vec![
+        "nix-store".into(),
+        "--query".into(),
+        "--requisites".into(),
+        path.to_string(),
+    ]
 }
 
 #[cfg(test)]
@@ -85,22 +110,47 @@ mod tests {
     use crate::fleet::HostName;
 
     fn nix() -> Nix {
-        Nix { options: vec![("substituters".into(), "".into())] }
+        Nix {
+            options: vec![("substituters".into(), "".into())],
+        }
     }
 
     #[test]
     fn one_build_for_many_derivations() {
-        let argv = nix().build(&["/nix/store/a.drv".into(), "/nix/store/b.drv".into()], None, None);
-        assert_eq!(&argv[..4], &["nix", "--extra-experimental-features", "nix-command flakes", "build"]);
-        assert!(argv.windows(3).any(|w| w == ["--option", "substituters", ""]));
+        let argv = nix().build(
+            &["/nix/store/a.drv".into(), "/nix/store/b.drv".into()],
+            None,
+            None,
+        );
+        assert_eq!(
+            &argv[..4],
+            &[
+                "nix",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "build"
+            ]
+        );
+        assert!(argv
+            .windows(3)
+            .any(|w| w == ["--option", "substituters", ""]));
         assert!(argv.contains(&"--keep-going".to_string()));
-        assert_eq!(&argv[argv.len() - 2..], &["/nix/store/a.drv", "/nix/store/b.drv"]);
+        assert_eq!(
+            &argv[argv.len() - 2..],
+            &["/nix/store/a.drv", "/nix/store/b.drv"]
+        );
     }
 
     #[test]
     fn remote_builds_use_nix_builders() {
-        let argv = nix().build(&["/nix/store/a.drv".into()], Some("ssh-ng://b1 aarch64-linux - 2 1"), Some(0));
-        assert!(argv.windows(2).any(|w| w == ["--builders", "ssh-ng://b1 aarch64-linux - 2 1"]));
+        let argv = nix().build(
+            &["/nix/store/a.drv".into()],
+            Some("ssh-ng://b1 aarch64-linux - 2 1"),
+            Some(0),
+        );
+        assert!(argv
+            .windows(2)
+            .any(|w| w == ["--builders", "ssh-ng://b1 aarch64-linux - 2 1"]));
         assert!(argv.windows(2).any(|w| w == ["--max-jobs", "0"]));
     }
 

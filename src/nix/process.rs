@@ -26,7 +26,12 @@ impl LocalOutput {
 
     /// The most useful line of stderr for an error message: the last `error:` line, else the last line.
     pub fn error_line(&self) -> String {
-        let lines: Vec<&str> = self.stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         lines
             .iter()
             .rev()
@@ -52,7 +57,9 @@ pub async fn run_local(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().with_context(|| format!("failed to start `{}`", argv[0]))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start `{}`", argv[0]))?;
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
     let read = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, s: Stream| async move {
@@ -65,7 +72,14 @@ pub async fn run_local(
         }
         all
     };
-    let (stdout, stderr) = tokio::join!(read(Box::new(out), Stream::Stdout), read(Box::new(err), Stream::Stderr));
+    let (stdout, stderr) = tokio::join!(
+        read(Box::new(out), Stream::Stdout),
+        read(Box::new(err), Stream::Stderr)
+    );
     let status = child.wait().await?;
-    Ok(LocalOutput { status: status.code(), stdout, stderr })
+    Ok(LocalOutput {
+        status: status.code(),
+        stdout,
+        stderr,
+    })
 }

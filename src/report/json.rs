@@ -14,7 +14,9 @@ pub struct JsonSink {
 impl JsonSink {
     /// A sink writing to stdout.
     pub fn stdout() -> JsonSink {
-        JsonSink { out: Mutex::new(Box::new(std::io::stdout())) }
+        JsonSink {
+            out: Mutex::new(Box::new(std::io::stdout())),
+        }
     }
 }
 
@@ -22,7 +24,9 @@ impl Sink for JsonSink {
     fn emit(&self, event: &Event) {
         let mut value = serde_json::to_value(event).unwrap_or_default();
         if let Some(obj) = value.as_object_mut() {
-            let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
             obj.insert("time".into(), serde_json::json!(t.as_secs_f64()));
         }
         let mut out = self.out.lock().unwrap();

@@ -32,7 +32,10 @@ pub struct Reporter {
 impl Reporter {
     /// A reporter feeding `sinks`.
     pub fn new(sinks: Vec<Box<dyn Sink>>) -> Reporter {
-        Reporter { sinks: Arc::new(sinks), recorder: Arc::new(Recorder::default()) }
+        Reporter {
+            sinks: Arc::new(sinks),
+            recorder: Arc::new(Recorder::default()),
+        }
     }
 
     /// Sends one event to the recorder and every sink.
@@ -57,6 +60,9 @@ impl Reporter {
 
     /// A warning or note for the operator.
     pub fn message(&self, level: Level, text: impl Into<String>) {
-        self.emit(Event::Message { level, text: text.into() });
+        self.emit(Event::Message {
+            level,
+            text: text.into(),
+        });
     }
 }

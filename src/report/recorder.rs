@@ -67,7 +67,13 @@ impl Recorder {
                     map.entry(h.clone()).or_default();
                 }
             }
-            Event::Step { host, step, state, message, duration_ms } => {
+            Event::Step {
+                host,
+                step,
+                state,
+                message,
+                duration_ms,
+            } => {
                 let now = Instant::now();
                 let mut map = self.hosts.lock().unwrap();
                 let rec = map.entry(host.clone()).or_default();
@@ -75,7 +81,12 @@ impl Recorder {
                 let key = (host.clone(), step.clone());
                 if *state == StepState::Started {
                     self.started.lock().unwrap().insert(key, now);
-                    rec.steps.push(StepRecord { step: step.clone(), state: *state, duration: None, message: None });
+                    rec.steps.push(StepRecord {
+                        step: step.clone(),
+                        state: *state,
+                        duration: None,
+                        message: None,
+                    });
                     return;
                 }
                 rec.ended = Some(now);
@@ -83,7 +94,12 @@ impl Recorder {
                 let duration = duration_ms
                     .map(Duration::from_millis)
                     .or_else(|| began.map(|b| now.duration_since(b)));
-                match rec.steps.iter_mut().rev().find(|s| s.step == *step && s.state == StepState::Started) {
+                match rec
+                    .steps
+                    .iter_mut()
+                    .rev()
+                    .find(|s| s.step == *step && s.state == StepState::Started)
+                {
                     Some(s) => {
                         s.state = *state;
                         s.duration = duration;
@@ -119,11 +135,20 @@ impl Recorder {
 
     /// The current final state of one host.
     pub fn state(&self, host: &HostName) -> FinalState {
-        self.hosts.lock().unwrap().get(host).map(|r| r.state).unwrap_or(FinalState::Untouched)
+        self.hosts
+            .lock()
+            .unwrap()
+            .get(host)
+            .map(|r| r.state)
+            .unwrap_or(FinalState::Untouched)
     }
 
     /// Did every host end well?
     pub fn all_good(&self) -> bool {
-        self.hosts.lock().unwrap().values().all(|r| r.state.is_good())
+        self.hosts
+            .lock()
+            .unwrap()
+            .values()
+            .all(|r| r.state.is_good())
     }
 }

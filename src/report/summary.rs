@@ -8,7 +8,12 @@ use super::{Recorder, StepState};
 /// Renders the summary table (plain text, one row per host).
 pub fn render_summary(recorder: &Recorder) -> String {
     let hosts = recorder.hosts();
-    let width = hosts.keys().map(|h| h.as_str().len()).max().unwrap_or(4).max(4);
+    let width = hosts
+        .keys()
+        .map(|h| h.as_str().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = String::new();
     let _ = writeln!(out, "{:<width$}  {:<11}  steps", "host", "state");
     for (name, rec) in &hosts {
@@ -28,8 +33,17 @@ pub fn render_summary(recorder: &Recorder) -> String {
                 }
             })
             .collect();
-        let steps = if steps.is_empty() { "-".to_string() } else { steps.join(", ") };
-        let _ = writeln!(out, "{:<width$}  {:<11}  {steps}", name.as_str(), rec.state.as_str());
+        let steps = if steps.is_empty() {
+            "-".to_string()
+        } else {
+            steps.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<11}  {steps}",
+            name.as_str(),
+            rec.state.as_str()
+        );
         if let Some(err) = &rec.error {
             let _ = writeln!(out, "{:<width$}  {:<11}  ↳ {err}", "", "");
         }

@@ -25,7 +25,11 @@ impl TerminalSink {
         let live = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)));
-        TerminalSink { live, bars: Mutex::new(HashMap::new()), width: Mutex::new(4) }
+        TerminalSink {
+            live,
+            bars: Mutex::new(HashMap::new()),
+            width: Mutex::new(4),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -49,8 +53,10 @@ impl TerminalSink {
                 .or_insert_with(|| {
                     let bar = mp.add(ProgressBar::new_spinner());
                     bar.set_style(
-                        ProgressStyle::with_template(&format!("{{spinner}} {{prefix:<{width}}}  {{msg}}"))
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template(&format!(
+                            "{{spinner}} {{prefix:<{width}}}  {{msg}}"
+                        ))
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     bar.set_prefix(host.to_string());
                     bar.enable_steady_tick(Duration::from_millis(120));
@@ -75,17 +81,36 @@ impl Default for TerminalSink {
 impl Sink for TerminalSink {
     fn emit(&self, event: &Event) {
         match event {
-            Event::RunStarted { hosts, dry_run, runbook } => {
-                let width = hosts.iter().map(|h| h.as_str().len()).max().unwrap_or(4).max(4);
+            Event::RunStarted {
+                hosts,
+                dry_run,
+                runbook,
+            } => {
+                let width = hosts
+                    .iter()
+                    .map(|h| h.as_str().len())
+                    .max()
+                    .unwrap_or(4)
+                    .max(4);
                 *self.width.lock().unwrap() = width;
                 if *dry_run {
                     self.line(&format!("dry run of {runbook}: no host will be changed"));
                 }
             }
-            Event::Step { host, step, state, message, duration_ms } => {
-                let took = duration_ms.map(|ms| format!(" ({})", fmt_duration(Duration::from_millis(ms))));
+            Event::Step {
+                host,
+                step,
+                state,
+                message,
+                duration_ms,
+            } => {
+                let took =
+                    duration_ms.map(|ms| format!(" ({})", fmt_duration(Duration::from_millis(ms))));
                 let took = took.unwrap_or_default();
-                let detail = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                let detail = message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 let text = match state {
                     StepState::Started => format!("{step}…"),
                     StepState::Succeeded => format!("{step} done{took}{detail}"),

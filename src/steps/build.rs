@@ -35,9 +35,21 @@ pub struct Built {
 }
 
 /// Builds the systems of `hosts`.
-pub async fn build(ctx: &Arc<Context>, hosts: &[Arc<Host>], opts: &BuildOptions) -> Vec<HostResult<Built>> {
-    let place = |h: &Host| opts.build_on.get(h.name.as_str()).cloned().unwrap_or_else(|| h.build_on.clone());
-    let (on_target, here): (Vec<_>, Vec<_>) = hosts.iter().cloned().partition(|h| place(h) == BuildOn::Target);
+pub async fn build(
+    ctx: &Arc<Context>,
+    hosts: &[Arc<Host>],
+    opts: &BuildOptions,
+) -> Vec<HostResult<Built>> {
+    let place = |h: &Host| {
+        opts.build_on
+            .get(h.name.as_str())
+            .cloned()
+            .unwrap_or_else(|| h.build_on.clone())
+    };
+    let (on_target, here): (Vec<_>, Vec<_>) = hosts
+        .iter()
+        .cloned()
+        .partition(|h| place(h) == BuildOn::Target);
     let mut results: BTreeMap<String, Result<Outcome<Built>, String>> = BTreeMap::new();
 
     // Hosts built by this machine's Nix: one invocation per distinct set of forced builders.
@@ -65,13 +77,24 @@ pub async fn build(ctx: &Arc<Context>, hosts: &[Arc<Host>], opts: &BuildOptions)
     }
     hosts
         .iter()
-        .map(|h| (h.clone(), results.remove(h.name.as_str()).unwrap_or_else(|| Err("not built".into()))))
+        .map(|h| {
+            (
+                h.clone(),
+                results
+                    .remove(h.name.as_str())
+                    .unwrap_or_else(|| Err("not built".into())),
+            )
+        })
         .collect()
 }
 
 /// The Nix `builders` line for one inventory builder.
 pub fn builder_spec(b: &Builder) -> String {
-    let features = if b.supported_features.is_empty() { "-".to_string() } else { b.supported_features.join(",") };
+    let features = if b.supported_features.is_empty() {
+        "-".to_string()
+    } else {
+        b.supported_features.join(",")
+    };
     format!(
         "ssh-ng://{} {} - {} {} {}",
         b.host,
@@ -82,7 +105,11 @@ pub fn builder_spec(b: &Builder) -> String {
     )
 }
 
-async fn build_here(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option<&str>) -> Vec<HostResult<Built>> {
+async fn build_here(
+    ctx: &Arc<Context>,
+    hosts: &[Arc<Host>],
+    forced: Option<&str>,
+) -> Vec<HostResult<Built>> {
     let start = Instant::now();
     for h in hosts {
         ctx.reporter.emit(Event::Step {
@@ -99,7 +126,10 @@ async fn build_here(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option<&str
         .iter()
         .map(|h| {
             let r = match &outcome {
-                Ok(done) => done.get(h.name.as_str()).cloned().unwrap_or_else(|| Err("not built".into())),
+                Ok(done) => done
+                    .get(h.name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| Err("not built".into())),
                 Err(e) => Err(format!("{e:#}")),
             };
             let (state, message) = match &r {
@@ -120,7 +150,11 @@ async fn build_here(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option<&str
 
 type Realised = BTreeMap<String, Result<Outcome<Built>, String>>;
 
-async fn realise_locally(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option<&str>) -> anyhow::Result<Realised> {
+async fn realise_locally(
+    ctx: &Arc<Context>,
+    hosts: &[Arc<Host>],
+    forced: Option<&str>,
+) -> anyhow::Result<Realised> {
     if ctx.interrupt.stopping() {
         bail!("not started: the run was interrupted");
     }
@@ -128,7 +162,10 @@ async fn realise_locally(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option
         Some(b) => format!("builder:{b}"),
         None => "local".to_string(),
     };
-    let already: Vec<bool> = hosts.iter().map(|h| Path::new(&h.out_path).exists()).collect();
+    let already: Vec<bool> = hosts
+        .iter()
+        .map(|h| Path::new(&h.out_path).exists())
+        .collect();
     let mut drvs: Vec<String> = hosts.iter().map(|h| h.drv_path.clone()).collect();
     drvs.sort();
     drvs.dedup();
@@ -150,22 +187,38 @@ async fn realise_locally(ctx: &Arc<Context>, hosts: &[Arc<Host>], forced: Option
     let mut env = Vec::new();
     if spec.is_some() {
         if let Some(cfg) = &ctx.inventory.ssh_config {
-            env.push(("NIX_SSHOPTS".to_string(), format!("-F {} -o BatchMode=yes", cfg.display())));
+            env.push((
+                "NIX_SSHOPTS".to_string(),
+                format!("-F {} -o BatchMode=yes", cfg.display()),
+            ));
         }
     }
     let argv = ctx.nix.build(&drvs, spec.as_deref(), jobs);
     let reporter = ctx.reporter.clone();
     let on_line = move |stream: Stream, line: &str| {
         if stream == Stream::Stderr {
-            reporter.emit(Event::Log { host: None, step: "build".into(), stream: "stderr", line: line.to_string() });
+            reporter.emit(Event::Log {
+                host: None,
+                step: "build".into(),
+                stream: "stderr",
+                line: line.to_string(),
+            });
         }
     };
     let out = run_local(&argv, &env, &on_line).await?;
     let mut done = BTreeMap::new();
     for (h, was_there) in hosts.iter().zip(already) {
         let r = if Path::new(&h.out_path).exists() {
-            let built = Built { path: h.out_path.clone(), drv: h.drv_path.clone(), built_on: built_on.clone() };
-            Ok(if was_there { Outcome::skipped(built, "already built") } else { Outcome::done(built) })
+            let built = Built {
+                path: h.out_path.clone(),
+                drv: h.drv_path.clone(),
+                built_on: built_on.clone(),
+            };
+            Ok(if was_there {
+                Outcome::skipped(built, "already built")
+            } else {
+                Outcome::done(built)
+            })
         } else {
             Err(build_error(&out.stderr, &h.drv_path).unwrap_or_else(|| out.error_line()))
         };
@@ -186,24 +239,48 @@ fn build_error(stderr: &str, drv: &str) -> Option<String> {
 async fn build_on_target(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Built>> {
     let target: Target = ctx.target(host);
     let conn = ctx.pool.get(&target).await?;
-    let built = Built { path: host.out_path.clone(), drv: host.drv_path.clone(), built_on: "target".into() };
-    let check = format!("nix-store --check-validity {} 2>/dev/null", quote(&host.out_path));
+    let built = Built {
+        path: host.out_path.clone(),
+        drv: host.drv_path.clone(),
+        built_on: "target".into(),
+    };
+    let check = format!(
+        "nix-store --check-validity {} 2>/dev/null",
+        quote(&host.out_path)
+    );
     if conn.run(&check, None).await?.success() {
         return Ok(Outcome::skipped(built, "already built on the target"));
     }
     if ctx.options.dry_run {
-        return Ok(Outcome::planned(built, "would copy the derivation and build it on the target"));
+        return Ok(Outcome::planned(
+            built,
+            "would copy the derivation and build it on the target",
+        ));
     }
-    let argv = ctx.nix.copy_to(&StoreUri::of(&target), &[host.drv_path.clone()], false, true);
+    let argv = ctx.nix.copy_to(
+        &StoreUri::of(&target),
+        &[host.drv_path.clone()],
+        false,
+        true,
+    );
     let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
     let out = run_local(&argv, &env, &|_, _| {}).await?;
     if !out.success() {
-        bail!("copying the derivation to {} failed: {}", host.name, out.error_line());
+        bail!(
+            "copying the derivation to {} failed: {}",
+            host.name,
+            out.error_line()
+        );
     }
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
     let on_line = move |_: Stream, line: &str| {
-        reporter.emit(Event::Log { host: Some(name.clone()), step: "build".into(), stream: "stderr", line: line.to_string() });
+        reporter.emit(Event::Log {
+            host: Some(name.clone()),
+            step: "build".into(),
+            stream: "stderr",
+            line: line.to_string(),
+        });
     };
     let realise = format!("nix-store --realise {}", quote(&host.drv_path));
     let out = conn.run_streaming(&realise, None, &on_line).await?;

@@ -35,10 +35,18 @@ pub struct Copied {
 }
 
 /// Copies `path` of each `(host, path)` pair to its host.
-pub async fn copy(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>, opts: CopyOptions) -> Vec<HostResult<Copied>> {
+pub async fn copy(
+    ctx: &Arc<Context>,
+    items: Vec<(Arc<Host>, String)>,
+    opts: CopyOptions,
+) -> Vec<HostResult<Copied>> {
     let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
-    let paths: Arc<std::collections::HashMap<String, String>> =
-        Arc::new(items.into_iter().map(|(h, p)| (h.name.to_string(), p)).collect());
+    let paths: Arc<std::collections::HashMap<String, String>> = Arc::new(
+        items
+            .into_iter()
+            .map(|(h, p)| (h.name.to_string(), p))
+            .collect(),
+    );
     let c = ctx.clone();
     fan_out(ctx, &hosts, "copy", move |host| {
         let (ctx, paths, opts) = (c.clone(), paths.clone(), opts.clone());
@@ -50,11 +58,19 @@ pub async fn copy(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>, opts: Cop
     .await
 }
 
-async fn copy_one(ctx: &Context, host: &Host, path: &str, opts: &CopyOptions) -> anyhow::Result<Outcome<Copied>> {
+async fn copy_one(
+    ctx: &Context,
+    host: &Host,
+    path: &str,
+    opts: &CopyOptions,
+) -> anyhow::Result<Outcome<Copied>> {
     let target = ctx.target(host);
     let conn = ctx.pool.get(&target).await?;
     let missing = missing_paths(&conn, path).await?;
-    let copied = Copied { path: path.to_string(), paths: missing.clone() };
+    let copied = Copied {
+        path: path.to_string(),
+        paths: missing.clone(),
+    };
     if missing.is_empty() {
         return Ok(Outcome::skipped(copied, "already present"));
     }
@@ -63,12 +79,22 @@ async fn copy_one(ctx: &Context, host: &Host, path: &str, opts: &CopyOptions) ->
         return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
     }
     crate::activation::lock(ctx, host).await?;
-    let argv = ctx.nix.copy_to(&StoreUri::of(&target), &[path.to_string()], opts.substitute, false);
+    let argv = ctx.nix.copy_to(
+        &StoreUri::of(&target),
+        &[path.to_string()],
+        opts.substitute,
+        false,
+    );
     let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
     let on_line = move |_: Stream, line: &str| {
-        reporter.emit(Event::Log { host: Some(name.clone()), step: "copy".into(), stream: "stderr", line: line.to_string() });
+        reporter.emit(Event::Log {
+            host: Some(name.clone()),
+            step: "copy".into(),
+            stream: "stderr",
+            line: line.to_string(),
+        });
     };
     let out = run_local(&argv, &env, &on_line).await?;
     if !out.success() {
@@ -80,20 +106,35 @@ async fn copy_one(ctx: &Context, host: &Host, path: &str, opts: &CopyOptions) ->
 
 /// The paths of `path`'s closure that the host's store lacks (empty when it has the system).
 pub async fn missing_paths(conn: &Connection, path: &str) -> anyhow::Result<Vec<String>> {
-    let probe = format!("nix-store --check-validity {} 2>/dev/null", crate::transport::quote(path));
+    let probe = format!(
+        "nix-store --check-validity {} 2>/dev/null",
+        crate::transport::quote(path)
+    );
     if conn.run(&probe, None).await?.success() {
         return Ok(Vec::new());
     }
     let closure = run_local(&crate::nix::closure_argv(path), &[], &|_, _| {}).await?;
     if !closure.success() {
-        bail!("cannot read the closure of {path} locally (build it first): {}", closure.error_line());
+        bail!(
+            "cannot read the closure of {path} locally (build it first): {}",
+            closure.error_line()
+        );
     }
     let all: Vec<&str> = closure.stdout.lines().filter(|l| !l.is_empty()).collect();
     let mut argv = vec!["nix-store", "--check-validity", "--print-invalid"];
     argv.extend(all.iter().copied());
     let out = conn.run(&command_line(&argv), None).await?;
     if !out.success() {
-        bail!("cannot query the store of {}: {}", conn.target().host, out.last_error_line());
+        bail!(
+            "cannot query the store of {}: {}",
+            conn.target().host,
+            out.last_error_line()
+        );
     }
-    Ok(out.stdout.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+    Ok(out
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }

@@ -36,7 +36,12 @@ pub struct Executed {
 }
 
 /// Runs `command` (a shell command line) on every host.
-pub async fn exec(ctx: &Arc<Context>, hosts: &[Arc<Host>], command: &str, opts: ExecOptions) -> Vec<HostResult<Executed>> {
+pub async fn exec(
+    ctx: &Arc<Context>,
+    hosts: &[Arc<Host>],
+    command: &str,
+    opts: ExecOptions,
+) -> Vec<HostResult<Executed>> {
     let command = command.to_string();
     let c = ctx.clone();
     fan_out(ctx, hosts, "exec", move |host| {
@@ -46,9 +51,17 @@ pub async fn exec(ctx: &Arc<Context>, hosts: &[Arc<Host>], command: &str, opts: 
     .await
 }
 
-async fn exec_one(ctx: &Context, host: &Host, command: &str, opts: &ExecOptions) -> anyhow::Result<Outcome<Executed>> {
+async fn exec_one(
+    ctx: &Context,
+    host: &Host,
+    command: &str,
+    opts: &ExecOptions,
+) -> anyhow::Result<Outcome<Executed>> {
     if ctx.options.dry_run && !opts.read_only {
-        return Ok(Outcome::planned(Executed::default(), format!("would run: {command}")));
+        return Ok(Outcome::planned(
+            Executed::default(),
+            format!("would run: {command}"),
+        ));
     }
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     let name = host.name.clone();
@@ -59,7 +72,11 @@ async fn exec_one(ctx: &Context, host: &Host, command: &str, opts: &ExecOptions)
             reporter.emit(Event::Log {
                 host: Some(name.clone()),
                 step: "exec".into(),
-                stream: if stream == Stream::Stdout { "stdout" } else { "stderr" },
+                stream: if stream == Stream::Stdout {
+                    "stdout"
+                } else {
+                    "stderr"
+                },
                 line: line.to_string(),
             });
         }
@@ -71,12 +88,20 @@ async fn exec_one(ctx: &Context, host: &Host, command: &str, opts: &ExecOptions)
             .map_err(|_| anyhow!("`{command}` did not finish within {}s", t.as_secs()))??,
         None => run.await?,
     };
-    let executed = Executed { status: out.status.map(i64::from).unwrap_or(-1), stdout: out.stdout, stderr: out.stderr };
+    let executed = Executed {
+        status: out.status.map(i64::from).unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    };
     if executed.status == 0 {
         Ok(Outcome::done(executed))
     } else {
         // The command ran; its failure is data the runbook reads, so the step reports it as a value.
         let status = executed.status;
-        Ok(Outcome { value: executed, state: crate::report::StepState::Failed, message: Some(format!("exit status {status}")) })
+        Ok(Outcome {
+            value: executed,
+            state: crate::report::StepState::Failed,
+            message: Some(format!("exit status {status}")),
+        })
     }
 }

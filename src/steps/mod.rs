@@ -6,7 +6,7 @@ mod copy;
 mod exec;
 
 pub use build::{build, BuildOptions, Built};
-pub use copy::{copy, missing_paths, CopyOptions, Copied};
+pub use copy::{copy, missing_paths, Copied, CopyOptions};
 pub use exec::{exec, ExecOptions, Executed};
 
 use std::future::Future;
@@ -33,17 +33,29 @@ pub struct Outcome<T> {
 impl<T> Outcome<T> {
     /// The step did its work.
     pub fn done(value: T) -> Self {
-        Outcome { value, state: StepState::Succeeded, message: None }
+        Outcome {
+            value,
+            state: StepState::Succeeded,
+            message: None,
+        }
     }
 
     /// Nothing needed doing.
     pub fn skipped(value: T, why: impl Into<String>) -> Self {
-        Outcome { value, state: StepState::Skipped, message: Some(why.into()) }
+        Outcome {
+            value,
+            state: StepState::Skipped,
+            message: Some(why.into()),
+        }
     }
 
     /// Dry run: what would have been done.
     pub fn planned(value: T, what: impl Into<String>) -> Self {
-        Outcome { value, state: StepState::Planned, message: Some(what.into()) }
+        Outcome {
+            value,
+            state: StepState::Planned,
+            message: Some(what.into()),
+        }
     }
 
     /// Adds a note.
@@ -65,7 +77,12 @@ pub async fn aborted(interrupt: &Interrupt) {
 
 /// Runs `work` for every host, at most `ctx.options.parallel` at once, reporting each host's step
 /// as it starts and ends. Results come back in the order of `hosts`.
-pub async fn fan_out<T, F, Fut>(ctx: &Arc<Context>, hosts: &[Arc<Host>], step: &str, work: F) -> Vec<HostResult<T>>
+pub async fn fan_out<T, F, Fut>(
+    ctx: &Arc<Context>,
+    hosts: &[Arc<Host>],
+    step: &str,
+    work: F,
+) -> Vec<HostResult<T>>
 where
     T: Send + 'static,
     F: Fn(Arc<Host>) -> Fut + Send + Sync + 'static,
@@ -75,9 +92,18 @@ where
     let work = Arc::new(work);
     let mut tasks = Vec::with_capacity(hosts.len());
     for host in hosts {
-        let (ctx, limit, work, host, step) = (ctx.clone(), limit.clone(), work.clone(), host.clone(), step.to_string());
+        let (ctx, limit, work, host, step) = (
+            ctx.clone(),
+            limit.clone(),
+            work.clone(),
+            host.clone(),
+            step.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await.expect("semaphore is never closed");
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
             if ctx.interrupt.stopping() {
                 return Err("not started: the run was interrupted".to_string());
             }
@@ -86,7 +112,9 @@ where
     }
     let mut results = Vec::with_capacity(hosts.len());
     for (host, task) in hosts.iter().zip(tasks) {
-        let result = task.await.unwrap_or_else(|e| Err(format!("internal error: {e}")));
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
         results.push((host.clone(), result));
     }
     results

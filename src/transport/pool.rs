@@ -23,8 +23,13 @@ impl Pool {
     /// A pool whose control sockets live in a fresh private directory under `/tmp`
     /// (socket paths must stay short).
     pub fn new() -> anyhow::Result<Pool> {
-        let dir = tempfile::Builder::new().prefix("nixdeploy-").tempdir_in("/tmp")?;
-        Ok(Pool { dir, slots: Mutex::new(HashMap::new()) })
+        let dir = tempfile::Builder::new()
+            .prefix("nixdeploy-")
+            .tempdir_in("/tmp")?;
+        Ok(Pool {
+            dir,
+            slots: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Where the control sockets are.

@@ -25,7 +25,10 @@ pub fn quote(arg: &str) -> String {
 
 /// Joins `argv` into one shell command line, quoting every word.
 pub fn command_line<S: AsRef<str>>(argv: &[S]) -> String {
-    argv.iter().map(|a| quote(a.as_ref())).collect::<Vec<_>>().join(" ")
+    argv.iter()
+        .map(|a| quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]

@@ -139,7 +139,13 @@ impl Target {
             .kill_on_drop(true);
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
-            .map_err(|_| anyhow!("no answer from {} within {}s", self.display(), timeout.as_secs()))?
+            .map_err(|_| {
+                anyhow!(
+                    "no answer from {} within {}s",
+                    self.display(),
+                    timeout.as_secs()
+                )
+            })?
             .context("failed to start ssh")?;
         Ok(Output {
             status: out.status.code(),
@@ -177,7 +183,12 @@ impl Output {
 
     /// The last non-empty stderr line, for error messages.
     pub fn last_error_line(&self) -> &str {
-        self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
     }
 }
 
@@ -190,7 +201,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("host", &self.target.host).finish()
+        f.debug_struct("Connection")
+            .field("host", &self.target.host)
+            .finish()
     }
 }
 
@@ -211,11 +224,27 @@ impl Connection {
             .context("failed to start ssh (is openssh-client installed?)")?;
         if !status.success() {
             let detail = std::fs::read_to_string(&log).unwrap_or_default();
-            let detail = detail.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("ssh failed").trim();
-            return Err(anyhow!("cannot reach {} ({}): {detail}", target.host, target.display()));
+            let detail = detail
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .last()
+                .unwrap_or("ssh failed")
+                .trim();
+            return Err(anyhow!(
+                "cannot reach {} ({}): {detail}",
+                target.host,
+                target.display()
+            ));
         }
-        let session = openssh::Session::resume_mux(control.clone().into_boxed_path(), Some(log.into_boxed_path()));
-        Ok(Connection { target, session: Arc::new(session), control })
+        let session = openssh::Session::resume_mux(
+            control.clone().into_boxed_path(),
+            Some(log.into_boxed_path()),
+        );
+        Ok(Connection {
+            target,
+            session: Arc::new(session),
+            control,
+        })
     }
 
     /// The host this connection reaches.
@@ -241,9 +270,13 @@ impl Connection {
         on_line: &(dyn Fn(Stream, &str) + Send + Sync),
     ) -> anyhow::Result<Output> {
         let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
-        cmd.stdin(if stdin.is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            openssh::Stdio::piped()
+        } else {
+            openssh::Stdio::null()
+        })
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped());
         let mut child = cmd
             .spawn()
             .await
@@ -265,11 +298,18 @@ impl Connection {
             .wait()
             .await
             .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))?;
-        Ok(Output { status: status.code(), stdout: out, stderr: err })
+        Ok(Output {
+            status: status.code(),
+            stdout: out,
+            stderr: err,
+        })
     }
 
     /// Spawns a long-lived remote command whose stdin stays open (locks, heartbeats).
-    pub async fn spawn_held(&self, command: &str) -> anyhow::Result<openssh::Child<Arc<openssh::Session>>> {
+    pub async fn spawn_held(
+        &self,
+        command: &str,
+    ) -> anyhow::Result<openssh::Child<Arc<openssh::Session>>> {
         let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
         cmd.stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
@@ -286,7 +326,12 @@ impl Connection {
 
     /// Asks the master to exit.
     pub async fn close(&self) {
-        let mut argv = vec!["-S".to_string(), self.control.display().to_string(), "-O".into(), "exit".into()];
+        let mut argv = vec![
+            "-S".to_string(),
+            self.control.display().to_string(),
+            "-O".into(),
+            "exit".into(),
+        ];
         argv.extend(self.target.common_args());
         argv.push("--".into());
         argv.push(self.target.destination.clone());

@@ -36,7 +36,11 @@ pub mod api {
     /// let b = build(hosts(), #{ on: #{ "arm-1": "arm" } });
     /// ```
     #[rhai_fn(name = "build", return_raw)]
-    pub fn build_with(ctx: NativeCallContext, hosts: Dynamic, options: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+    pub fn build_with(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("build", options);
         let mut build_on = BTreeMap::new();
@@ -45,23 +49,46 @@ pub mod api {
                 return fail("build: option `on` must be a map of host name to \"local\", \"target\" or a builder name");
             };
             for (name, place) in map {
-                let place = place.into_string().map_err(|t| format!("build: `on.{name}` must be a string, found {t}"))?;
+                let place = place
+                    .into_string()
+                    .map_err(|t| format!("build: `on.{name}` must be a string, found {t}"))?;
                 let place = match place.as_str() {
                     "local" => BuildOn::Local,
                     "target" => BuildOn::Target,
-                    b if api.ctx.inventory.builders.contains_key(b) => BuildOn::Builder(b.to_string()),
+                    b if api.ctx.inventory.builders.contains_key(b) => {
+                        BuildOn::Builder(b.to_string())
+                    }
                     b => {
-                        let known: Vec<&str> = api.ctx.inventory.builders.keys().map(String::as_str).collect();
-                        return fail(format!("build: unknown builder `{b}` for {name}; builders: {}", known.join(", ")));
+                        let known: Vec<&str> = api
+                            .ctx
+                            .inventory
+                            .builders
+                            .keys()
+                            .map(String::as_str)
+                            .collect();
+                        return fail(format!(
+                            "build: unknown builder `{b}` for {name}; builders: {}",
+                            known.join(", ")
+                        ));
                     }
                 };
                 build_on.insert(name.to_string(), place);
             }
         }
         opts.finish()?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
-        let results = api.ctx.runtime.block_on(steps::build(&api.ctx, &hosts, &steps::BuildOptions { build_on }));
-        Ok(record(&api, Report::from_results("build", call_site(&ctx), results, |b| Some(b.path.clone()))))
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let results = api.ctx.runtime.block_on(steps::build(
+            &api.ctx,
+            &hosts,
+            &steps::BuildOptions { build_on },
+        ));
+        Ok(record(
+            &api,
+            Report::from_results("build", call_site(&ctx), results, |b| Some(b.path.clone())),
+        ))
     }
 
     /// Copies each host's closure to it over its open connection — only the paths it lacks,
@@ -83,14 +110,25 @@ pub mod api {
     /// copy(b, #{ substitute: false });
     /// ```
     #[rhai_fn(name = "copy", return_raw)]
-    pub fn copy_with(ctx: NativeCallContext, built: Dynamic, options: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+    pub fn copy_with(
+        ctx: NativeCallContext,
+        built: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("copy", options);
         let substitute = opts.bool("substitute")?.unwrap_or(true);
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
-        let results = api.ctx.runtime.block_on(steps::copy(&api.ctx, items, steps::CopyOptions { substitute }));
-        Ok(record(&api, Report::from_results("copy", call_site(&ctx), results, |c| Some(c.path.clone()))))
+        let results = api.ctx.runtime.block_on(steps::copy(
+            &api.ctx,
+            items,
+            steps::CopyOptions { substitute },
+        ));
+        Ok(record(
+            &api,
+            Report::from_results("copy", call_site(&ctx), results, |c| Some(c.path.clone())),
+        ))
     }
 
     /// Activates each host's new system in `switch` mode with magic rollback.
@@ -114,7 +152,11 @@ pub mod api {
     /// if !r.ok { print(r.failed); }
     /// ```
     #[rhai_fn(name = "activate", return_raw)]
-    pub fn activate_with(ctx: NativeCallContext, built: Dynamic, options: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+    pub fn activate_with(
+        ctx: NativeCallContext,
+        built: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("activate", options);
         let mut o = ActivateOptions::default();
@@ -134,13 +176,23 @@ pub mod api {
             o.confirm = match c.as_str() {
                 "auto" => ConfirmMode::Auto,
                 "manual" => ConfirmMode::Manual,
-                other => return fail(format!("activate: option `confirm` must be \"auto\" or \"manual\", found \"{other}\"")),
+                other => return fail(format!(
+                    "activate: option `confirm` must be \"auto\" or \"manual\", found \"{other}\""
+                )),
             };
         }
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
-        let results = api.ctx.runtime.block_on(activation::activate(&api.ctx, items, o));
-        Ok(record(&api, Report::from_results("activate", call_site(&ctx), results, |a| Some(a.path.clone()))))
+        let results = api
+            .ctx
+            .runtime
+            .block_on(activation::activate(&api.ctx, items, o));
+        Ok(record(
+            &api,
+            Report::from_results("activate", call_site(&ctx), results, |a| {
+                Some(a.path.clone())
+            }),
+        ))
     }
 
     /// Confirms activations made with `confirm: "manual"`, keeping the new systems.
@@ -152,9 +204,20 @@ pub mod api {
     #[rhai_fn(name = "confirm", return_raw)]
     pub fn confirm(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
-        let results = api.ctx.runtime.block_on(activation::confirm(&api.ctx, &hosts));
-        Ok(record(&api, Report::from_results("confirm", call_site(&ctx), results, |a| Some(a.path.clone()))))
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let results = api
+            .ctx
+            .runtime
+            .block_on(activation::confirm(&api.ctx, &hosts));
+        Ok(record(
+            &api,
+            Report::from_results("confirm", call_site(&ctx), results, |a| {
+                Some(a.path.clone())
+            }),
+        ))
     }
 
     /// Rolls hosts back: an activation still waiting for confirmation is undone at once;
@@ -167,8 +230,16 @@ pub mod api {
     pub fn rollback(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let hosts: Vec<_> = all_hosts_of(&api.ctx, &hosts)?;
-        let results = api.ctx.runtime.block_on(activation::rollback(&api.ctx, &hosts));
-        Ok(record(&api, Report::from_results("rollback", call_site(&ctx), results, |a| Some(a.path.clone()))))
+        let results = api
+            .ctx
+            .runtime
+            .block_on(activation::rollback(&api.ctx, &hosts));
+        Ok(record(
+            &api,
+            Report::from_results("rollback", call_site(&ctx), results, |a| {
+                Some(a.path.clone())
+            }),
+        ))
     }
 }
 
@@ -185,7 +256,9 @@ pub(crate) fn all_hosts_of(
 }
 
 pub(crate) fn with_paths(t: &super::Targets) -> Vec<(std::sync::Arc<crate::fleet::Host>, String)> {
-    t.iter().map(|(h, p)| (h.clone(), p.clone().unwrap_or_else(|| h.out_path.clone()))).collect()
+    t.iter()
+        .map(|(h, p)| (h.clone(), p.clone().unwrap_or_else(|| h.out_path.clone())))
+        .collect()
 }
 
 pub(crate) fn record(api: &super::Api, report: Report) -> Report {

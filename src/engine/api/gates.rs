@@ -25,13 +25,19 @@ pub mod api {
     /// wait_for_confirm("Proceed to the remaining 90%?", #{ timeout: 600 });
     /// ```
     #[rhai_fn(name = "wait_for_confirm", return_raw)]
-    pub fn wait_for_confirm_with(ctx: NativeCallContext, message: &str, options: rhai::Map) -> Result<bool, Box<EvalAltResult>> {
+    pub fn wait_for_confirm_with(
+        ctx: NativeCallContext,
+        message: &str,
+        options: rhai::Map,
+    ) -> Result<bool, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("wait_for_confirm", options);
         let timeout = opts.seconds("timeout")?.unwrap_or(Duration::from_secs(600));
         opts.finish()?;
         if api.ctx.options.yes {
-            api.ctx.reporter.message(Level::Info, format!("{message} — yes (--yes)"));
+            api.ctx
+                .reporter
+                .message(Level::Info, format!("{message} — yes (--yes)"));
             return Ok(true);
         }
         if !api.ctx.options.interactive || !std::io::stdin().is_terminal() {
@@ -50,7 +56,10 @@ pub mod api {
         match rx.recv_timeout(timeout) {
             Ok(answer) if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") => Ok(true),
             Ok(_) => declined(format!("the operator declined `{message}`")),
-            Err(_) => declined(format!("no answer to `{message}` within {}s", timeout.as_secs())),
+            Err(_) => declined(format!(
+                "no answer to `{message}` within {}s",
+                timeout.as_secs()
+            )),
         }
     }
 
@@ -60,7 +69,10 @@ pub mod api {
     /// wait_for_confirm("Deploy the databases?");
     /// ```
     #[rhai_fn(name = "wait_for_confirm", return_raw)]
-    pub fn wait_for_confirm(ctx: NativeCallContext, message: &str) -> Result<bool, Box<EvalAltResult>> {
+    pub fn wait_for_confirm(
+        ctx: NativeCallContext,
+        message: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
         wait_for_confirm_with(ctx, message, rhai::Map::new())
     }
 
@@ -73,7 +85,9 @@ pub mod api {
     pub fn sleep_float(ctx: NativeCallContext, seconds: f64) -> Result<(), Box<EvalAltResult>> {
         let api = api(&ctx)?;
         if !(0.0..=86_400.0).contains(&seconds) {
-            return fail(format!("sleep: {seconds} is not a number of seconds between 0 and 86400"));
+            return fail(format!(
+                "sleep: {seconds} is not a number of seconds between 0 and 86400"
+            ));
         }
         let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
         while std::time::Instant::now() < end {
@@ -112,11 +126,17 @@ pub mod api {
     /// ```
     #[rhai_fn(return_raw)]
     pub fn warn(ctx: NativeCallContext, message: &str) -> Result<(), Box<EvalAltResult>> {
-        api(&ctx)?.ctx.reporter.message(Level::Warn, message.to_string());
+        api(&ctx)?
+            .ctx
+            .reporter
+            .message(Level::Warn, message.to_string());
         Ok(())
     }
 
     fn declined<T>(message: String) -> Result<T, Box<EvalAltResult>> {
-        Err(Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(Declined(message)), Position::NONE)))
+        Err(Box::new(EvalAltResult::ErrorRuntime(
+            Dynamic::from(Declined(message)),
+            Position::NONE,
+        )))
     }
 }

@@ -23,18 +23,29 @@ pub mod api {
     /// upload_key(hosts("@web"), #{ name: "app.key", command: ["pass", "show", "app"], user: "nginx", permissions: "0400" });
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn upload_key(ctx: NativeCallContext, hosts: Dynamic, spec: rhai::Map) -> Result<Report, Box<EvalAltResult>> {
+    pub fn upload_key(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        spec: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        let json: serde_json::Value =
-            rhai::serde::from_dynamic(&Dynamic::from(spec)).map_err(|e| format!("upload_key: {e}"))?;
+        let json: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from(spec))
+            .map_err(|e| format!("upload_key: {e}"))?;
         let spec = KeySpec::parse(&json, None).map_err(|e| format!("upload_key: {e}"))?;
-        spec.check_source().map_err(|e| format!("upload_key: {e}"))?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
+        spec.check_source()
+            .map_err(|e| format!("upload_key: {e}"))?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
         let secret = spec.read().map_err(|e| format!("upload_key: {e}"))?;
         let shared: keys::HostKeys = Arc::new(vec![(spec, secret)]);
         let items = hosts.into_iter().map(|h| (h, shared.clone())).collect();
         let results = api.ctx.runtime.block_on(keys::upload(&api.ctx, items));
-        Ok(record(&api, Report::from_results("upload_key", call_site(&ctx), results, |_| None)))
+        Ok(record(
+            &api,
+            Report::from_results("upload_key", call_site(&ctx), results, |_| None),
+        ))
     }
 
     /// Uploads the keys the inventory declares for each host (`nixdeploy.hosts.<h>.keys`) whose
@@ -47,20 +58,29 @@ pub mod api {
     /// upload_keys(r, "post-activation");
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn upload_keys(ctx: NativeCallContext, hosts: Dynamic, when: &str) -> Result<Report, Box<EvalAltResult>> {
+    pub fn upload_keys(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        when: &str,
+    ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let when = match when {
             "pre-activation" => UploadAt::PreActivation,
             "post-activation" => UploadAt::PostActivation,
             other => return fail(format!("upload_keys: expected \"pre-activation\" or \"post-activation\", found \"{other}\"")),
         };
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
         let mut specs = Vec::new();
         for h in &hosts {
             let mut mine = Vec::new();
             for (name, value) in &h.keys {
-                let spec = KeySpec::parse(value, Some(name)).map_err(|e| format!("host {}: {e}", h.name))?;
-                spec.check_source().map_err(|e| format!("host {}: {e}", h.name))?;
+                let spec = KeySpec::parse(value, Some(name))
+                    .map_err(|e| format!("host {}: {e}", h.name))?;
+                spec.check_source()
+                    .map_err(|e| format!("host {}: {e}", h.name))?;
                 if spec.upload_at == when {
                     mine.push(spec);
                 }
@@ -80,6 +100,9 @@ pub mod api {
             items.push((h, Arc::new(loaded)));
         }
         let results = api.ctx.runtime.block_on(keys::upload(&api.ctx, items));
-        Ok(record(&api, Report::from_results("upload_keys", call_site(&ctx), results, |_| None)))
+        Ok(record(
+            &api,
+            Report::from_results("upload_keys", call_site(&ctx), results, |_| None),
+        ))
     }
 }

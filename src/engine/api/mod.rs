@@ -5,9 +5,9 @@ pub mod deploy;
 pub mod gates;
 pub mod inventory;
 pub mod keys;
+mod options;
 pub mod probes;
 pub mod remote;
-mod options;
 mod report;
 mod targets;
 
@@ -47,7 +47,10 @@ pub fn api(ctx: &NativeCallContext) -> Result<Arc<Api>, Box<EvalAltResult>> {
 
 /// A runtime error at the call site (Rhai fills in the position).
 pub fn fail<T>(message: impl Into<String>) -> Result<T, Box<EvalAltResult>> {
-    Err(Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message.into()), Position::NONE)))
+    Err(Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(message.into()),
+        Position::NONE,
+    )))
 }
 
 /// Where a native function was called from: `file:line:col`.

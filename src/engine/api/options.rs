@@ -14,7 +14,11 @@ pub struct Options<'a> {
 impl<'a> Options<'a> {
     /// Starts reading `map` for the primitive `what`.
     pub fn new(what: &'a str, map: Map) -> Self {
-        Options { what, map, known: Vec::new() }
+        Options {
+            what,
+            map,
+            known: Vec::new(),
+        }
     }
 
     fn take(&mut self, key: &'static str) -> Option<Dynamic> {
@@ -26,7 +30,10 @@ impl<'a> Options<'a> {
     pub fn bool(&mut self, key: &'static str) -> Result<Option<bool>, Box<EvalAltResult>> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).or_else(|_| self.wrong(key, "a bool (true or false)", &v)),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .or_else(|_| self.wrong(key, "a bool (true or false)", &v)),
         }
     }
 
@@ -40,7 +47,10 @@ impl<'a> Options<'a> {
     }
 
     /// A number of seconds (integer or decimal, not negative).
-    pub fn seconds(&mut self, key: &'static str) -> Result<Option<std::time::Duration>, Box<EvalAltResult>> {
+    pub fn seconds(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Option<std::time::Duration>, Box<EvalAltResult>> {
         let secs = match self.take(key) {
             None => return Ok(None),
             Some(v) if v.is_int() => v.as_int().unwrap_or(0) as f64,
@@ -48,7 +58,10 @@ impl<'a> Options<'a> {
             Some(v) => return self.wrong(key, "a number of seconds", &v),
         };
         if !(0.0..=86_400.0 * 7.0).contains(&secs) {
-            return fail(format!("{}: option `{key}` must be between 0 and 604800 seconds, found {secs}", self.what));
+            return fail(format!(
+                "{}: option `{key}` must be between 0 and 604800 seconds, found {secs}",
+                self.what
+            ));
         }
         Ok(Some(std::time::Duration::from_secs_f64(secs)))
     }
@@ -58,14 +71,27 @@ impl<'a> Options<'a> {
         self.take(key)
     }
 
-    fn wrong<T>(&self, key: &str, expected: &str, found: &Dynamic) -> Result<T, Box<EvalAltResult>> {
-        fail(format!("{}: option `{key}` must be {expected}, found {}", self.what, found.type_name()))
+    fn wrong<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        found: &Dynamic,
+    ) -> Result<T, Box<EvalAltResult>> {
+        fail(format!(
+            "{}: option `{key}` must be {expected}, found {}",
+            self.what,
+            found.type_name()
+        ))
     }
 
     /// Rejects keys nobody asked for (typos such as `magic_rolback`).
     pub fn finish(self) -> Result<(), Box<EvalAltResult>> {
-        let unknown: Vec<&str> =
-            self.map.keys().map(|k| k.as_str()).filter(|k| !self.known.contains(k)).collect();
+        let unknown: Vec<&str> = self
+            .map
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| !self.known.contains(k))
+            .collect();
         if let Some(k) = unknown.first() {
             return fail(format!(
                 "{}: unknown option `{k}`; known options: {}",

@@ -28,7 +28,14 @@ pub mod api {
                 m.insert("ok".into(), ((200..300).contains(&status)).into());
                 m.insert("status".into(), (status as i64).into());
                 m.insert("body".into(), body.into());
-                m.insert("error".into(), if (200..300).contains(&status) { Dynamic::UNIT } else { format!("HTTP {status}").into() });
+                m.insert(
+                    "error".into(),
+                    if (200..300).contains(&status) {
+                        Dynamic::UNIT
+                    } else {
+                        format!("HTTP {status}").into()
+                    },
+                );
             }
             Err(e) => {
                 m.insert("ok".into(), false.into());
@@ -46,8 +53,13 @@ pub mod api {
     /// if !tcp_check("10.0.0.5", 22, 3) { warn("ssh port closed"); }
     /// ```
     pub fn tcp_check(address: &str, port: i64, timeout_secs: i64) -> bool {
-        let Ok(mut addrs) = (address, port as u16).to_socket_addrs() else { return false };
-        addrs.next().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(timeout_secs.clamp(1, 300) as u64)).is_ok())
+        let Ok(mut addrs) = (address, port as u16).to_socket_addrs() else {
+            return false;
+        };
+        addrs.next().is_some_and(|a| {
+            TcpStream::connect_timeout(&a, Duration::from_secs(timeout_secs.clamp(1, 300) as u64))
+                .is_ok()
+        })
     }
 
     /// The Nix system types this machine builds (`system` plus `extra-platforms`).
@@ -57,7 +69,12 @@ pub mod api {
     /// ```
     pub fn local_systems() -> rhai::Array {
         let out = std::process::Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "show-config", "--json"])
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "show-config",
+                "--json",
+            ])
             .output();
         let mut systems = Vec::new();
         if let Ok(out) = out {
@@ -65,7 +82,10 @@ pub mod api {
                 if let Some(s) = v.pointer("/system/value").and_then(|s| s.as_str()) {
                     systems.push(s.to_string());
                 }
-                if let Some(extra) = v.pointer("/extra-platforms/value").and_then(|s| s.as_array()) {
+                if let Some(extra) = v
+                    .pointer("/extra-platforms/value")
+                    .and_then(|s| s.as_array())
+                {
                     systems.extend(extra.iter().filter_map(|s| s.as_str().map(str::to_string)));
                 }
             }
@@ -90,7 +110,15 @@ pub mod api {
                 let mut m = rhai::Map::new();
                 m.insert("name".into(), b.name.clone().into());
                 m.insert("host".into(), b.host.clone().into());
-                m.insert("systems".into(), b.systems.iter().cloned().map(Dynamic::from).collect::<rhai::Array>().into());
+                m.insert(
+                    "systems".into(),
+                    b.systems
+                        .iter()
+                        .cloned()
+                        .map(Dynamic::from)
+                        .collect::<rhai::Array>()
+                        .into(),
+                );
                 m.insert("max_jobs".into(), (b.max_jobs as i64).into());
                 m.insert("speed_factor".into(), (b.speed_factor as i64).into());
                 Dynamic::from(m)
@@ -105,11 +133,23 @@ pub mod api {
     /// copy(only(b, hosts("@canary")));
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn only(ctx: NativeCallContext, report: Report, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+    pub fn only(
+        ctx: NativeCallContext,
+        report: Report,
+        hosts: Dynamic,
+    ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        let wanted: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h.name.clone()).collect();
+        let wanted: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h.name.clone())
+            .collect();
         report.mark_inspected();
-        let entries = report.entries().iter().filter(|e| wanted.contains(&e.host.name)).cloned().collect();
+        let entries = report
+            .entries()
+            .iter()
+            .filter(|e| wanted.contains(&e.host.name))
+            .cloned()
+            .collect();
         Ok(Report::new(report.step(), report.at().to_string(), entries))
     }
 
@@ -120,7 +160,11 @@ pub mod api {
     /// mark_failed(host("web-3"), "nginx does not answer");
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn mark_failed(ctx: NativeCallContext, hosts: Dynamic, reason: &str) -> Result<(), Box<EvalAltResult>> {
+    pub fn mark_failed(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        reason: &str,
+    ) -> Result<(), Box<EvalAltResult>> {
         let api = api(&ctx)?;
         for (h, _) in targets(&api.ctx, &hosts)? {
             api.ctx.reporter.emit(Event::Step {
@@ -131,7 +175,11 @@ pub mod api {
                 duration_ms: None,
             });
             if api.ctx.reporter.recorder().state(&h.name) != FinalState::RolledBack {
-                api.ctx.reporter.emit(Event::HostState { host: h.name.clone(), state: FinalState::Failed, path: None });
+                api.ctx.reporter.emit(Event::HostState {
+                    host: h.name.clone(),
+                    state: FinalState::Failed,
+                    path: None,
+                });
             }
         }
         Ok(())
@@ -160,24 +208,34 @@ pub mod api {
     }
 
     fn get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported, not `{url}`"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("only http:// URLs are supported, not `{url}`"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+        let with_port = if authority.contains(':') {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {authority}: {e}"))?
             .next()
             .ok_or_else(|| format!("cannot resolve {authority}"))?;
-        let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
         stream.set_read_timeout(Some(timeout)).ok();
         stream.set_write_timeout(Some(timeout)).ok();
         write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: nixdeploy\r\nConnection: close\r\n\r\n")
             .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        stream.take(1 << 20).read_to_end(&mut raw).map_err(|e| format!("reading from {authority}: {e}"))?;
+        stream
+            .take(1 << 20)
+            .read_to_end(&mut raw)
+            .map_err(|e| format!("reading from {authority}: {e}"))?;
         let text = String::from_utf8_lossy(&raw);
         let status = text
             .lines()
@@ -185,7 +243,10 @@ pub mod api {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| format!("{authority} did not answer with HTTP"))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Ok((status, body))
     }
 }

@@ -20,7 +20,11 @@ pub mod api {
     /// print(out["web-1"].stdout);
     /// ```
     #[rhai_fn(name = "exec", return_raw)]
-    pub fn exec(ctx: NativeCallContext, hosts: Dynamic, command: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+    pub fn exec(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        command: Dynamic,
+    ) -> Result<Report, Box<EvalAltResult>> {
         exec_with(ctx, hosts, command, rhai::Map::new())
     }
 
@@ -42,10 +46,18 @@ pub mod api {
         let command = if command.is_string() {
             command.into_string().unwrap_or_default()
         } else if command.is_array() {
-            let words: Vec<String> = command.into_array().unwrap_or_default().into_iter().map(|w| w.to_string()).collect();
+            let words: Vec<String> = command
+                .into_array()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| w.to_string())
+                .collect();
             command_line(&words)
         } else {
-            return fail(format!("exec: the command must be a string or an array of words, found {}", command.type_name()));
+            return fail(format!(
+                "exec: the command must be a string or an array of words, found {}",
+                command.type_name()
+            ));
         };
         if command.trim().is_empty() {
             return fail("exec: the command is empty");
@@ -58,8 +70,17 @@ pub mod api {
             quiet: opts.bool("quiet")?.unwrap_or(false),
         };
         opts.finish()?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?.into_iter().map(|(h, _)| h).collect();
-        let results = api.ctx.runtime.block_on(steps::exec(&api.ctx, &hosts, &command, o));
-        Ok(record(&api, Report::from_results("exec", call_site(&ctx), results, |_| None)))
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let results = api
+            .ctx
+            .runtime
+            .block_on(steps::exec(&api.ctx, &hosts, &command, o));
+        Ok(record(
+            &api,
+            Report::from_results("exec", call_site(&ctx), results, |_| None),
+        ))
     }
 }

@@ -39,7 +39,12 @@ pub struct Report(Arc<Data>);
 impl Report {
     /// A report of `step`, called at `at` (`file:line:col`).
     pub fn new(step: &str, at: String, entries: Vec<Entry>) -> Report {
-        Report(Arc::new(Data { step: step.to_string(), at, entries, inspected: AtomicBool::new(false) }))
+        Report(Arc::new(Data {
+            step: step.to_string(),
+            at,
+            entries,
+            inspected: AtomicBool::new(false),
+        }))
     }
 
     /// The entries, in host order.
@@ -74,7 +79,12 @@ impl Report {
 
     /// The hosts that failed.
     pub fn failed_hosts(&self) -> Vec<Arc<Host>> {
-        self.0.entries.iter().filter(|e| !e.ok).map(|e| e.host.clone()).collect()
+        self.0
+            .entries
+            .iter()
+            .filter(|e| !e.ok)
+            .map(|e| e.host.clone())
+            .collect()
     }
 
     fn entry_map(e: &Entry) -> Map {
@@ -82,7 +92,10 @@ impl Report {
         m.insert("host".into(), e.host.name.to_string().into());
         m.insert("ok".into(), e.ok.into());
         m.insert("state".into(), e.state.clone().into());
-        m.insert("error".into(), e.error.clone().map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+        m.insert(
+            "error".into(),
+            e.error.clone().map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+        );
         if let Some(p) = &e.path {
             m.entry("path".into()).or_insert_with(|| p.clone().into());
         }
@@ -90,11 +103,20 @@ impl Report {
     }
 
     fn hosts_where(&self, pred: impl Fn(&Entry) -> bool) -> Array {
-        self.0.entries.iter().filter(|e| pred(e)).map(|e| Dynamic::from(HostRef(e.host.clone()))).collect()
+        self.0
+            .entries
+            .iter()
+            .filter(|e| pred(e))
+            .map(|e| Dynamic::from(HostRef(e.host.clone())))
+            .collect()
     }
 
     fn render(&self) -> String {
-        let mut out = format!("{} report ({}):", self.0.step, if self.ok() { "ok" } else { "FAILED" });
+        let mut out = format!(
+            "{} report ({}):",
+            self.0.step,
+            if self.ok() { "ok" } else { "FAILED" }
+        );
         for e in &self.0.entries {
             out.push_str(&format!("\n  {}: {}", e.host.name, e.state));
             if let Some(err) = &e.error {
@@ -122,31 +144,46 @@ pub fn register_type(engine: &mut Engine) {
             r.hosts_where(|e| e.ok)
         })
         .register_get("hosts", |r: &mut Report| r.hosts_where(|_| true))
-        .register_get("planned", |r: &mut Report| r.0.entries.iter().any(|e| e.state == "planned"))
+        .register_get("planned", |r: &mut Report| {
+            r.0.entries.iter().any(|e| e.state == "planned")
+        })
         .register_get("step", |r: &mut Report| r.0.step.clone())
         .register_get("errors", |r: &mut Report| {
             r.mark_inspected();
             let mut m = Map::new();
             for e in r.0.entries.iter().filter(|e| !e.ok) {
-                m.insert(e.host.name.as_str().into(), e.error.clone().unwrap_or_default().into());
+                m.insert(
+                    e.host.name.as_str().into(),
+                    e.error.clone().unwrap_or_default().into(),
+                );
             }
             m
         })
         .register_get("entries", |r: &mut Report| {
             r.mark_inspected();
-            r.0.entries.iter().map(|e| Dynamic::from(Report::entry_map(e))).collect::<Array>()
+            r.0.entries
+                .iter()
+                .map(|e| Dynamic::from(Report::entry_map(e)))
+                .collect::<Array>()
         })
         .register_fn("len", |r: &mut Report| r.0.entries.len() as i64)
-        .register_indexer_get(|r: &mut Report, name: &str| -> Result<Map, Box<EvalAltResult>> {
-            r.mark_inspected();
-            match r.0.entries.iter().find(|e| e.host.name.as_str() == name) {
-                Some(e) => Ok(Report::entry_map(e)),
-                None => {
-                    let names: Vec<&str> = r.0.entries.iter().map(|e| e.host.name.as_str()).collect();
-                    fail(format!("this {} report has no host `{name}`; it covers: {}", r.0.step, names.join(", ")))
+        .register_indexer_get(
+            |r: &mut Report, name: &str| -> Result<Map, Box<EvalAltResult>> {
+                r.mark_inspected();
+                match r.0.entries.iter().find(|e| e.host.name.as_str() == name) {
+                    Some(e) => Ok(Report::entry_map(e)),
+                    None => {
+                        let names: Vec<&str> =
+                            r.0.entries.iter().map(|e| e.host.name.as_str()).collect();
+                        fail(format!(
+                            "this {} report has no host `{name}`; it covers: {}",
+                            r.0.step,
+                            names.join(", ")
+                        ))
+                    }
                 }
-            }
-        })
+            },
+        )
         .register_fn("to_string", |r: &mut Report| r.render())
         .register_fn("to_debug", |r: &mut Report| r.render());
 }
@@ -180,9 +217,23 @@ impl Report {
                     if let Some(m) = &o.message {
                         fields.insert("message".into(), m.clone().into());
                     }
-                    Entry { path: path_of(&o.value), host, ok, state: state.into(), error, fields }
+                    Entry {
+                        path: path_of(&o.value),
+                        host,
+                        ok,
+                        state: state.into(),
+                        error,
+                        fields,
+                    }
                 }
-                Err(e) => Entry { host, ok: false, state: "failed".into(), error: Some(e), path: None, fields: Map::new() },
+                Err(e) => Entry {
+                    host,
+                    ok: false,
+                    state: "failed".into(),
+                    error: Some(e),
+                    path: None,
+                    fields: Map::new(),
+                },
             })
             .collect();
         Report::new(step, at, entries)

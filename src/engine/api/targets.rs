@@ -51,7 +51,10 @@ fn allowed(ctx: &Context, host: Arc<Host>) -> Result<Arc<Host>, Box<EvalAltResul
     if ctx.is_allowed(&host.name) {
         Ok(host)
     } else {
-        fail(format!("host `{}` is not selected by --on; this run may not touch it", host.name))
+        fail(format!(
+            "host `{}` is not selected by --on; this run may not touch it",
+            host.name
+        ))
     }
 }
 
@@ -61,9 +64,14 @@ pub fn select(ctx: &Context, selector: &str) -> Result<Vec<Arc<Host>>, Box<EvalA
         Ok(m) => m,
         Err(e) => return fail(format!("{e:#}")),
     };
-    let within: Vec<Arc<Host>> = matched.into_iter().filter(|h| ctx.is_allowed(&h.name)).collect();
+    let within: Vec<Arc<Host>> = matched
+        .into_iter()
+        .filter(|h| ctx.is_allowed(&h.name))
+        .collect();
     if within.is_empty() {
-        return fail(format!("selector `{selector}` matches no host selected by --on"));
+        return fail(format!(
+            "selector `{selector}` matches no host selected by --on"
+        ));
     }
     Ok(within)
 }

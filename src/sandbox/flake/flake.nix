@@ -91,6 +91,8 @@
 
       nixdeploy = {
         sshConfig = fleet.sshConfig;
+        # No binary cache is reachable from a sandbox: do not wait for one.
+        nixOptions = { substituters = ""; };
         defaults = { targetUser = "root"; };
         hosts = builtins.mapAttrs
           (name: h: {
