@@ -277,3 +277,82 @@ fn host_counts_outside_1_to_64_are_refused() {
         assert!(!tmp.path().join("state.json").exists());
     }
 }
+
+#[test]
+fn a_host_that_cuts_its_network_stops_answering_and_a_good_generation_restores_it() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(2);
+    let good = sb.build_toplevel("h1");
+    sb.set_behavior("h1", "cut-network");
+    let cut = sb.build_toplevel("h1");
+    assert!(sb.nix_copy("h1", &good).status.success());
+    assert!(sb.nix_copy("h1", &cut).status.success());
+    // A detached process started before the cut survives it and can switch back later.
+    let restore = format!(
+        "setsid sh -c 'sleep 6; {good}/bin/switch-to-configuration switch' </dev/null >/dev/null 2>&1 &"
+    );
+    assert!(sb.ssh("h1", &restore).status.success());
+    let out = sb.ssh("h1", &format!("{cut}/bin/switch-to-configuration switch"));
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert_eq!(sb.current_system("h1").as_deref(), Some(cut.as_str()));
+    let status = sb.status();
+    assert_eq!(status["hosts"][0]["up"], false);
+    assert_eq!(status["hosts"][1]["up"], true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sb.current_system("h1").as_deref() != Some(good.as_str()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "h1 never switched back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(sb.ssh("h1", "true").status.success());
+}
+
+#[test]
+fn an_unhealthy_generation_activates_but_reports_unhealthy() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    sb.set_behavior("h1", "unhealthy");
+    let toplevel = sb.build_toplevel("h1");
+    assert!(sb.nix_copy("h1", &toplevel).status.success());
+    let out = sb.ssh(
+        "h1",
+        &format!("{toplevel}/bin/switch-to-configuration switch"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sb.current_system("h1").as_deref(), Some(toplevel.as_str()));
+    assert_eq!(sb.health("h1").as_deref(), Some("unhealthy"));
+    assert!(!std::path::Path::new(&toplevel).join("www/health").exists());
+}
+
+#[test]
+fn a_builder_builds_aarch64_for_the_deployer() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder().hosts(1).builders(1).up();
+    sb.edit_fleet(|f| {
+        f["hosts"]["h1"]["system"] = "aarch64-linux".into();
+        f["hosts"]["h1"]["rev"] = 9.into();
+    });
+    let attr = format!(
+        "{}#nixosConfigurations.h1.config.system.build.toplevel",
+        sb.flake()
+    );
+    let out = std::process::Command::new("nix")
+        .args(common::NIX_FLAGS)
+        .args(["build", "--no-link", "--json", "--max-jobs", "0"])
+        .args(["--builders", "ssh-ng://b1 aarch64-linux - 1 1", &attr])
+        .env("NIX_SSHOPTS", format!("-F {}", sb.ssh_config().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = built[0]["outputs"]["out"].as_str().unwrap();
+    assert!(sb.store_has("b1", path), "b1 did not build {path}");
+}
