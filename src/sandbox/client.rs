@@ -41,7 +41,7 @@ pub fn ssh_config(
              IdentityFile {identity}\n  IdentitiesOnly yes\n  \
              UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n  \
              StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 5\n  \
-             ServerAliveInterval 5\n  ServerAliveCountMax 2\n",
+             ServerAliveInterval 1\n  ServerAliveCountMax 3\n",
             name = host.name,
             address = host.address,
         );

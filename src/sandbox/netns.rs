@@ -172,19 +172,19 @@ pub fn terminate(pids: &[u32]) {
     }
 }
 
-/// Removes host's namespace (killing what is left inside it) and its veth.
+/// Removes host's namespace (killing what is left inside it) and its veth; the veth goes
+/// first because deleting only the namespace removes the pair asynchronously.
 pub fn delete_host_net(netns: &str, veth: &str) -> anyhow::Result<()> {
     terminate(&netns_pids(netns));
-    if netns_exists(netns) {
-        run("ip", &["netns", "del", netns])?;
-    }
-    // Deleting the namespace takes the veth pair with it, asynchronously.
     if link_exists(veth) {
         if let Err(e) = run("ip", &["link", "del", veth]) {
             if link_exists(veth) {
                 return Err(e);
             }
         }
+    }
+    if netns_exists(netns) {
+        run("ip", &["netns", "del", netns])?;
     }
     Ok(())
 }

@@ -317,7 +317,11 @@ pub fn tcp_up(address: &str, timeout: Duration) -> bool {
 /// Whether `pid` is a sandbox sshd running inside namespace `netns` (pids get reused).
 pub fn is_our_sshd(pid: u32, netns: &str) -> bool {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !cmdline.starts_with(SSHD.as_bytes()) {
+    // The listener retitles itself `sshd: /usr/sbin/sshd -f … [listener] …`.
+    let retitled = cmdline
+        .strip_prefix(b"sshd: ".as_slice())
+        .unwrap_or(&cmdline);
+    if !retitled.starts_with(SSHD.as_bytes()) {
         return false;
     }
     let ns = fs::metadata(Path::new("/run/netns").join(netns)).map(|m| m.ino());

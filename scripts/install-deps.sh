@@ -1,0 +1,48 @@
+#!/bin/sh
+# Installs the Debian packages `nixdeploy sandbox` and the end-to-end tests need.
+# Idempotent and non-interactive: runs `apt-get update` only when something is missing.
+set -eu
+
+packages="nix-bin openssh-server openssh-client busybox-static iproute2 git"
+
+missing=""
+for package in $packages; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    case "$status" in
+        *"install ok installed"*) ;;
+        *) missing="$missing $package" ;;
+    esac
+done
+
+if [ -z "$missing" ]; then
+    echo "install-deps: everything is installed ($packages)"
+    exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing:$missing; run this script as root to install them" >&2
+    exit 1
+fi
+
+# Package scripts must not start the machine's own sshd on port 22: sandbox hosts run their own
+# sshd and never depend on the machine's. policy-rc.d exit 101 forbids service starts during
+# the install; an existing policy is left alone.
+policy=/usr/sbin/policy-rc.d
+made_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    made_policy=yes
+fi
+cleanup() {
+    if [ -n "$made_policy" ]; then
+        rm -f "$policy"
+    fi
+}
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: installing$missing"
+apt-get update
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+apt-get install -y --no-install-recommends $missing
