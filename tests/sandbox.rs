@@ -338,7 +338,8 @@ fn a_builder_builds_aarch64_for_the_deployer() {
     let sb = Sandbox::builder().hosts(1).builders(1).up();
     sb.edit_fleet(|f| {
         f["hosts"]["h1"]["system"] = "aarch64-linux".into();
-        f["hosts"]["h1"]["rev"] = 9.into();
+        // The machine's store is shared: a rev nobody built before forces a real build.
+        f["hosts"]["h1"]["rev"] = common::unique_rev().into();
     });
     let attr = format!(
         "{}#nixosConfigurations.h1.config.system.build.toplevel",

@@ -547,6 +547,19 @@ impl Drop for Sandbox {
     }
 }
 
+/// A `rev` no other test run has used, for a generation that must really be built: the
+/// deploying machine's store is shared by every sandbox and every run, so an old rev's
+/// toplevel may already be there.
+pub fn unique_rev() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    1000 + (nanos / 1000 + u64::from(std::process::id()) * 1_000_003 + n) % 1_000_000_000_000
+}
+
 /// Whether a process is alive (zombies count as gone: they hold nothing but a pid, and the
 /// machine's init may never reap them).
 pub fn process_alive(pid: u32) -> bool {
