@@ -207,12 +207,12 @@ fn thrown_error_is_reported_where_thrown() {
 fn error_in_imported_module_shows_both_locations() {
     expect_error_with(
         "imports.rhai",
-        "import \"lib/broken\" as b;\nb::go();\n",
+        "import \"lib/broken\" as b;\nb::run_it();\n",
         "broken inside",
         "imports.rhai:2:4",
         &[(
             "lib/broken.rhai",
-            "fn go() {\n    throw \"broken inside\";\n}\n",
+            "fn run_it() {\n    throw \"broken inside\";\n}\n",
         )],
         &[],
     );
@@ -220,9 +220,12 @@ fn error_in_imported_module_shows_both_locations() {
     let fx = Fixture::new();
     fx.file(
         "lib/broken.rhai",
-        "fn go() {\n    throw \"broken inside\";\n}\n",
+        "fn run_it() {\n    throw \"broken inside\";\n}\n",
     );
-    let rb = fx.file("imports.rhai", "import \"lib/broken\" as b;\nb::go();\n");
+    let rb = fx.file(
+        "imports.rhai",
+        "import \"lib/broken\" as b;\nb::run_it();\n",
+    );
     let (_, stderr) = fx.run(&rb, &[]);
     assert!(stderr.contains("broken.rhai:2:5"), "{stderr}");
 }

@@ -136,6 +136,13 @@ async fn build_here(
                 Ok(o) => (o.state, o.message.clone()),
                 Err(e) => (StepState::Failed, Some(e.clone())),
             };
+            if r.is_err() {
+                ctx.reporter.emit(Event::HostState {
+                    host: h.name.clone(),
+                    state: crate::report::FinalState::Failed,
+                    path: None,
+                });
+            }
             ctx.reporter.emit(Event::Step {
                 host: h.name.clone(),
                 step: "build".into(),

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::context::{Context, Interrupt};
 use crate::fleet::Host;
-use crate::report::{Event, StepState};
+use crate::report::{Event, FinalState, StepState};
 
 /// What a step did on one host.
 #[derive(Debug, Clone)]
@@ -143,6 +143,15 @@ pub async fn run_one<T>(
         Ok(o) => (o.state, o.message.clone()),
         Err(e) => (StepState::Failed, Some(e.clone())),
     };
+    if result.is_err() {
+        // The step could not do its work on this host (unreachable, copy or build failed):
+        // the host has failed, whatever the runbook does next.
+        ctx.reporter.emit(Event::HostState {
+            host: host.name.clone(),
+            state: FinalState::Failed,
+            path: None,
+        });
+    }
     ctx.reporter.emit(Event::Step {
         host: host.name.clone(),
         step: step.to_string(),
