@@ -36,6 +36,9 @@ impl Interrupt {
     }
 }
 
+/// A key uploaded before its owner existed: `(path, user, group)`.
+pub type PendingOwner = (String, String, String);
+
 /// Who is running this deployment (recorded in locks and the journal).
 #[derive(Debug, Clone)]
 pub struct RunMeta {
@@ -107,7 +110,7 @@ pub struct Context {
     /// Activations waiting for `confirm` or `rollback`.
     pub armed: Mutex<HashMap<HostName, Armed>>,
     /// Keys uploaded before their owner existed: `(path, user, group)` per host.
-    pub pending_owners: Mutex<HashMap<HostName, Vec<(String, String, String)>>>,
+    pub pending_owners: Mutex<HashMap<HostName, Vec<PendingOwner>>>,
 }
 
 impl Context {

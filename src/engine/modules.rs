@@ -28,6 +28,9 @@ impl LibraryPath {
     }
 }
 
+/// One resolved import: (import text, importing file, the winner, the candidates it shadowed).
+pub type Resolution = (String, String, LibraryPath, Vec<LibraryPath>);
+
 /// Resolves and loads modules; shared by `run`, `repl` and `check`.
 pub struct Resolver {
     lib_dirs: Vec<PathBuf>,
@@ -36,7 +39,7 @@ pub struct Resolver {
     cache: Mutex<HashMap<String, Shared<Module>>>,
     loading: Mutex<Vec<String>>,
     /// Every import resolved: (import text, importing file, where it was found, shadowed candidates).
-    pub resolved: Mutex<Vec<(String, String, LibraryPath, Vec<LibraryPath>)>>,
+    pub resolved: Mutex<Vec<Resolution>>,
 }
 
 impl Resolver {

@@ -266,7 +266,7 @@ async fn build_on_target(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<B
     }
     let argv = ctx.nix.copy_to(
         &StoreUri::of(&target),
-        &[host.drv_path.clone()],
+        std::slice::from_ref(&host.drv_path),
         false,
         true,
     );

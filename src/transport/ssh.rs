@@ -226,8 +226,7 @@ impl Connection {
             let detail = std::fs::read_to_string(&log).unwrap_or_default();
             let detail = detail
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("ssh failed")
                 .trim();
             return Err(anyhow!(
