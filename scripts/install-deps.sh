@@ -3,7 +3,7 @@
 # Idempotent and non-interactive: runs `apt-get update` only when something is missing.
 set -eu
 
-packages="nix-bin openssh-server openssh-client busybox-static iproute2 git"
+packages="nix-bin openssh-server openssh-client busybox-static iproute2 git tmux"
 
 missing=""
 for package in $packages; do
