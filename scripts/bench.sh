@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): nixdeploy against the shell loops a user would write instead, and the
+# floor, on sandbox fleets of 1, 8 and 32 hosts. Prints a Markdown table; docs/performance.md
+# records a run. Usage, as root: bash scripts/bench.sh [SIZES_KIB] [HOST_COUNTS]
+#   e.g. bash scripts/bench.sh "1024 51200" "1 8 32"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=${1:-"1024 51200"}
+counts=${2:-"1 8 32"}
+cargo build --release --quiet
+bin=$PWD/target/release/nixdeploy
+nixf=(--extra-experimental-features "nix-command flakes" --option substituters "")
+export NIX_CONFIG="substituters ="
+root=$(mktemp -d /tmp/nd-bench.XXXX)
+trap '"$bin" sandbox down --dir "$root/sb" >/dev/null 2>&1 || true; rm -rf "$root"' EXIT
+
+# timed LABEL CMD...: wall seconds (and, for nixdeploy, peak RSS in MiB) into $root/last
+timed() {
+    python3 - "$@" <<'PY' > "$root/last"
+import resource, subprocess, sys, time
+t = time.time()
+rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+wall = time.time() - t
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(f"{wall:.2f} {rss:.0f} {rc}")
+PY
+    cat "$root/last"
+}
+
+fresh() { # fresh N KIB REV: a new sandbox whose hosts all have revision REV, systems prebuilt
+    "$bin" sandbox down --dir "$root/sb" >/dev/null 2>&1 || true
+    "$bin" sandbox up --hosts "$1" --size-kib "$2" --dir "$root/sb" >/dev/null
+    set_rev "$3"
+}
+
+set_rev() { # every host gets revision $1; builds (untimed) so all contenders start from built systems
+    python3 - "$root/sb/flake/fleet.json" "$1" <<'PY'
+import json, sys
+p, rev = sys.argv[1], int(sys.argv[2])
+f = json.load(open(p))
+for h in f["hosts"].values():
+    h["rev"] = rev
+json.dump(f, open(p, "w"), indent=2)
+PY
+    local attrs=()
+    for h in $(hostnames); do attrs+=("path:$root/sb/flake#nixosConfigurations.$h.config.system.build.toplevel"); done
+    nix "${nixf[@]}" build --no-link "${attrs[@]}"
+}
+
+hostnames() { python3 -c "import json;print(' '.join(json.load(open('$root/sb/flake/fleet.json'))['hosts']))"; }
+
+loop_one() { # the per-host shell loop body: nix build, nix copy, ssh switch
+    local h=$1 flake=path:$root/sb/flake cfg=$root/sb/ssh_config p
+    p=$(nix "${nixf[@]}" build --no-link --json "$flake#nixosConfigurations.$h.config.system.build.toplevel" \
+        | sed 's/.*"out":"\([^"]*\)".*/\1/')
+    NIX_SSHOPTS="-F $cfg" nix "${nixf[@]}" copy --no-check-sigs --to "ssh-ng://root@$h" "$p"
+    ssh -F "$cfg" "$h" "nix-env -p /nix/var/nix/profiles/system --set $p && $p/bin/switch-to-configuration switch"
+}
+export -f loop_one
+export root nixf_s="unused"
+
+seq_loop() { for h in $(hostnames); do loop_one "$h"; done; }
+par_loop() { hostnames | tr ' ' '\n' | xargs -P 32 -I{} bash -c 'nixf=(--extra-experimental-features "nix-command flakes" --option substituters ""); '"$(declare -f loop_one)"'; loop_one {}'; }
+export -f seq_loop par_loop hostnames
+
+nd() { timed "$bin" run runbooks/apply.rhai --flake "path:$root/sb/flake" --parallel 32; }
+
+floor_noop() {
+    local attrs="" hs
+    hs=$(hostnames)
+    timed bash -c "nix --extra-experimental-features 'nix-command flakes' eval --json --impure --expr \
+      'let f = builtins.getFlake \"path:$root/sb/flake\"; in builtins.mapAttrs (n: c: c.config.system.build.toplevel.drvPath) f.nixosConfigurations' >/dev/null \
+      && for h in $hs; do ssh -F $root/sb/ssh_config \$h true & done; wait"
+}
+
+floor_copy() {
+    local hs
+    hs=$(hostnames)
+    local cmds=""
+    for h in $hs; do
+        p=$(nix "${nixf[@]}" build --no-link --json "path:$root/sb/flake#nixosConfigurations.$h.config.system.build.toplevel" | sed 's/.*"out":"\([^"]*\)".*/\1/')
+        cmds+="NIX_SSHOPTS='-F $root/sb/ssh_config' nix --extra-experimental-features nix-command copy --no-check-sigs --to ssh-ng://root@$h $p & "
+    done
+    timed bash -c "${cmds} wait"
+}
+
+echo "| hosts | closure | scenario | nixdeploy (s) | peak RSS (MiB) | sequential loop (s) | parallel loop (s) | floor (s) |"
+echo "|---:|---:|---|---:|---:|---:|---:|---:|"
+for kib in $sizes; do
+  for n in $counts; do
+    r1=$RANDOM$RANDOM; r2=$RANDOM$RANDOM
+    fresh "$n" "$kib" "$r1"
+    read -r nd_first rss_first _ < <(nd)
+    read -r nd_noop rss_noop _ < <(nd)
+    set_rev "$r2"
+    read -r nd_change rss_change _ < <(nd)
+    read -r fl_noop _ _ < <(floor_noop)
+
+    fresh "$n" "$kib" "$r1"
+    read -r fl_copy _ _ < <(floor_copy)
+
+    fresh "$n" "$kib" "$r1"
+    read -r par_first _ _ < <(timed bash -c par_loop)
+    read -r par_noop _ _ < <(timed bash -c par_loop)
+    set_rev "$r2"
+    read -r par_change _ _ < <(timed bash -c par_loop)
+
+    fresh "$n" "$kib" "$r1"
+    read -r seq_first _ _ < <(timed bash -c seq_loop)
+    read -r seq_noop _ _ < <(timed bash -c seq_loop)
+    set_rev "$r2"
+    read -r seq_change _ _ < <(timed bash -c seq_loop)
+
+    echo "| $n | $((kib / 1024)) MiB | first deploy | $nd_first | $rss_first | $seq_first | $par_first | $fl_copy (raw parallel copy) |"
+    echo "| $n | $((kib / 1024)) MiB | change (one unique path per host) | $nd_change | $rss_change | $seq_change | $par_change | |"
+    echo "| $n | $((kib / 1024)) MiB | no-op redeploy | $nd_noop | $rss_noop | $seq_noop | $par_noop | $fl_noop (eval + ssh true) |"
+  done
+done
