@@ -51,17 +51,16 @@ hostnames() { python3 -c "import json;print(' '.join(json.load(open('$root/sb/fl
 
 loop_one() { # the per-host shell loop body: nix build, nix copy, ssh switch
     local h=$1 flake=path:$root/sb/flake cfg=$root/sb/ssh_config p
+    local nixf=(--extra-experimental-features "nix-command flakes" --option substituters "")
     p=$(nix "${nixf[@]}" build --no-link --json "$flake#nixosConfigurations.$h.config.system.build.toplevel" \
         | sed 's/.*"out":"\([^"]*\)".*/\1/')
     NIX_SSHOPTS="-F $cfg" nix "${nixf[@]}" copy --no-check-sigs --to "ssh-ng://root@$h" "$p"
     ssh -F "$cfg" "$h" "nix-env -p /nix/var/nix/profiles/system --set $p && $p/bin/switch-to-configuration switch"
 }
-export -f loop_one
-export root nixf_s="unused"
-
 seq_loop() { for h in $(hostnames); do loop_one "$h"; done; }
-par_loop() { hostnames | tr ' ' '\n' | xargs -P 32 -I{} bash -c 'nixf=(--extra-experimental-features "nix-command flakes" --option substituters ""); '"$(declare -f loop_one)"'; loop_one {}'; }
-export -f seq_loop par_loop hostnames
+par_loop() { hostnames | tr ' ' '\n' | xargs -P 32 -I{} bash -c 'loop_one "$0"' {}; }
+export root
+export -f loop_one seq_loop par_loop hostnames
 
 nd() { timed "$bin" run runbooks/apply.rhai --flake "path:$root/sb/flake" --parallel 32; }
 
