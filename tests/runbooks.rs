@@ -29,3 +29,4 @@ fn every_stdlib_module_compiles() {
         compile(name, text);
     }
 }
+

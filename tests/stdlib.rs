@@ -134,6 +134,8 @@ fn an_unhealthy_canary_rolls_back_and_no_other_host_is_touched() {
 
     let out = run(&sb, &example("canary.rhai"), &["--set", "soak=2"]);
     out.assert_failure();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("canary deploy stopped at the"), "{out}");
     assert_eq!(sb.current_system("h1").as_deref(), Some(before[0].as_str()), "{out}");
     for i in 2..=n {
         let h = format!("h{i}");
@@ -163,6 +165,8 @@ fn a_wave_over_max_fail_is_rolled_back_and_later_waves_stay_untouched() {
         &["--set", "batch=2", "--set", &format!("command={command}")],
     );
     out.assert_failure();
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(text.contains("rollout stopped at wave 2"), "{out}");
     assert_eq!(sb.current_system("h1").as_deref(), Some(after[0].as_str()), "{out}");
     assert_eq!(sb.current_system("h2").as_deref(), Some(after[1].as_str()));
     for i in [3, 4] {
