@@ -16,11 +16,18 @@ fn every_runbook_in_runbooks_compiles() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "rhai") {
-            compile(&path.display().to_string(), &std::fs::read_to_string(&path).unwrap());
+            compile(
+                &path.display().to_string(),
+                &std::fs::read_to_string(&path).unwrap(),
+            );
             seen += 1;
         }
     }
-    assert!(seen >= 3, "expected the example runbooks in {}", dir.display());
+    assert!(
+        seen >= 3,
+        "expected the example runbooks in {}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -29,4 +36,3 @@ fn every_stdlib_module_compiles() {
         compile(name, text);
     }
 }
-

@@ -27,7 +27,9 @@ fn run(sb: &Sandbox, path: &str, extra: &[&str]) -> common::Outcome {
 
 /// Each host's toplevel as the flake now says, built on the machine.
 fn toplevels(sb: &Sandbox, n: usize) -> Vec<String> {
-    (1..=n).map(|i| sb.build_toplevel(&format!("h{i}"))).collect()
+    (1..=n)
+        .map(|i| sb.build_toplevel(&format!("h{i}")))
+        .collect()
 }
 
 fn bump_all_revs(sb: &Sandbox, n: usize) {
@@ -130,19 +132,28 @@ fn an_unhealthy_canary_rolls_back_and_no_other_host_is_touched() {
     let before = toplevels(&sb, n);
     bump_all_revs(&sb, n);
     sb.set_behavior("h1", "unhealthy");
-    let gens: Vec<_> = (2..=n).map(|i| sb.profile_generations(&format!("h{i}"))).collect();
+    let gens: Vec<_> = (2..=n)
+        .map(|i| sb.profile_generations(&format!("h{i}")))
+        .collect();
     let stores: Vec<_> = (2..=n).map(|i| sb.store_paths(&format!("h{i}"))).collect();
 
     let out = run(&sb, &example("canary.rhai"), &["--set", "soak=2"]);
     out.assert_failure();
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(text.contains("canary deploy stopped at the"), "{out}");
-    assert_eq!(sb.current_system("h1").as_deref(), Some(before[0].as_str()), "{out}");
+    assert_eq!(
+        sb.current_system("h1").as_deref(),
+        Some(before[0].as_str()),
+        "{out}"
+    );
     for i in 2..=n {
         let h = format!("h{i}");
         assert_eq!(sb.profile_generations(&h), gens[i - 2], "{h} generations");
         assert_eq!(sb.store_paths(&h), stores[i - 2], "{h} store");
-        assert_eq!(sb.current_system(&h).as_deref(), Some(before[i - 1].as_str()));
+        assert_eq!(
+            sb.current_system(&h).as_deref(),
+            Some(before[i - 1].as_str())
+        );
     }
 }
 
@@ -169,16 +180,27 @@ fn a_wave_over_max_fail_is_rolled_back_and_later_waves_stay_untouched() {
     out.assert_failure();
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(text.contains("rollout stopped at wave 2"), "{out}");
-    assert_eq!(sb.current_system("h1").as_deref(), Some(after[0].as_str()), "{out}");
+    assert_eq!(
+        sb.current_system("h1").as_deref(),
+        Some(after[0].as_str()),
+        "{out}"
+    );
     assert_eq!(sb.current_system("h2").as_deref(), Some(after[1].as_str()));
     for i in [3, 4] {
         let h = format!("h{i}");
-        assert_eq!(sb.current_system(&h).as_deref(), Some(before[i - 1].as_str()), "{h}: {out}");
+        assert_eq!(
+            sb.current_system(&h).as_deref(),
+            Some(before[i - 1].as_str()),
+            "{h}: {out}"
+        );
     }
     for i in [5, 6] {
         let h = format!("h{i}");
         assert!(!sb.store_has(&h, &after[i - 1]), "{h} got the new toplevel");
-        assert_eq!(sb.current_system(&h).as_deref(), Some(before[i - 1].as_str()));
+        assert_eq!(
+            sb.current_system(&h).as_deref(),
+            Some(before[i - 1].as_str())
+        );
     }
 }
 
@@ -208,11 +230,17 @@ fn an_aarch64_host_is_built_on_the_builder_and_an_unbuildable_one_fails_first() 
         f["hosts"]["h1"]["system"] = "riscv64-linux".into();
         f["hosts"]["h2"]["rev"] = 5.into();
     });
-    let stores: Vec<_> = ["h1", "h2", "b1"].iter().map(|h| sb.store_paths(h)).collect();
+    let stores: Vec<_> = ["h1", "h2", "b1"]
+        .iter()
+        .map(|h| sb.store_paths(h))
+        .collect();
     let out = run(&sb, path.to_str().unwrap(), &["--on", "h1,h2"]);
     out.assert_failure();
     let text = format!("{}{}", out.stdout, out.stderr);
-    assert!(text.contains("no way to build h1") && text.contains("riscv64-linux"), "{out}");
+    assert!(
+        text.contains("no way to build h1") && text.contains("riscv64-linux"),
+        "{out}"
+    );
     for (h, before) in ["h1", "h2", "b1"].iter().zip(stores) {
         assert_eq!(sb.store_paths(h), before, "{h}'s store changed");
     }

@@ -28,7 +28,11 @@ pub mod api {
     ) -> Result<rhai::Map, Box<EvalAltResult>> {
         let ssh_config = api(&ctx)?.ctx.inventory.ssh_config.clone();
         let mut m = rhai::Map::new();
-        match get(ssh_config.as_deref(), url, Duration::from_secs(timeout_secs.clamp(1, 300) as u64)) {
+        match get(
+            ssh_config.as_deref(),
+            url,
+            Duration::from_secs(timeout_secs.clamp(1, 300) as u64),
+        ) {
             Ok((status, body)) => {
                 m.insert("ok".into(), ((200..300).contains(&status)).into());
                 m.insert("status".into(), (status as i64).into());
