@@ -21,9 +21,18 @@ pub mod api {
     /// if !r.ok { print(r.error); }
     /// ```
     #[rhai_fn(return_raw)]
-    pub fn http_get(url: &str, timeout_secs: i64) -> Result<rhai::Map, Box<EvalAltResult>> {
+    pub fn http_get(
+        ctx: NativeCallContext,
+        url: &str,
+        timeout_secs: i64,
+    ) -> Result<rhai::Map, Box<EvalAltResult>> {
+        let ssh_config = api(&ctx)?.ctx.inventory.ssh_config.clone();
         let mut m = rhai::Map::new();
-        match get(url, Duration::from_secs(timeout_secs.clamp(1, 300) as u64)) {
+        match get(
+            ssh_config.as_deref(),
+            url,
+            Duration::from_secs(timeout_secs.clamp(1, 300) as u64),
+        ) {
             Ok((status, body)) => {
                 m.insert("ok".into(), ((200..300).contains(&status)).into());
                 m.insert("status".into(), (status as i64).into());
@@ -52,14 +61,45 @@ pub mod api {
     /// ```rhai
     /// if !tcp_check("10.0.0.5", 22, 3) { warn("ssh port closed"); }
     /// ```
-    pub fn tcp_check(address: &str, port: i64, timeout_secs: i64) -> bool {
-        let Ok(mut addrs) = (address, port as u16).to_socket_addrs() else {
-            return false;
+    #[rhai_fn(return_raw)]
+    pub fn tcp_check(
+        ctx: NativeCallContext,
+        address: &str,
+        port: i64,
+        timeout_secs: i64,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let ssh_config = api(&ctx)?.ctx.inventory.ssh_config.clone();
+        let address = real_address(ssh_config.as_deref(), address);
+        let Ok(mut addrs) = (address.as_str(), port as u16).to_socket_addrs() else {
+            return Ok(false);
         };
-        addrs.next().is_some_and(|a| {
+        Ok(addrs.next().is_some_and(|a| {
             TcpStream::connect_timeout(&a, Duration::from_secs(timeout_secs.clamp(1, 300) as u64))
                 .is_ok()
-        })
+        }))
+    }
+
+    /// A host's address as ssh would reach it: an alias of the inventory's ssh config (the
+    /// sandbox's `h1`, say) becomes its `HostName`; anything else stays as it is.
+    fn real_address(ssh_config: Option<&std::path::Path>, address: &str) -> String {
+        let Some(config) = ssh_config else {
+            return address.to_string();
+        };
+        let out = std::process::Command::new("ssh")
+            .arg("-G")
+            .arg("-F")
+            .arg(config)
+            .arg(address)
+            .stdin(std::process::Stdio::null())
+            .output();
+        out.ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("hostname ").map(str::to_string))
+            })
+            .unwrap_or_else(|| address.to_string())
     }
 
     /// The Nix system types this machine builds (`system` plus `extra-platforms`).
@@ -207,7 +247,11 @@ pub mod api {
             .collect())
     }
 
-    fn get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    fn get(
+        ssh_config: Option<&std::path::Path>,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("only http:// URLs are supported, not `{url}`"))?;
@@ -215,11 +259,8 @@ pub mod api {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let with_port = if authority.contains(':') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let (name, port) = authority.split_once(':').unwrap_or((authority, "80"));
+        let with_port = format!("{}:{port}", real_address(ssh_config, name));
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {authority}: {e}"))?
