@@ -76,3 +76,144 @@ fn failing_activation_rolls_back_to_the_previous_generation() {
     assert!(tried.iter().any(|a| !a.ends_with(&before[0])), "the new system was never tried: {tried:?}");
     assert!(format!("{}{}", out.stdout, out.stderr).contains("rolled back"), "{out}");
 }
+
+#[test]
+fn hosts_whose_new_generation_cuts_the_network_roll_themselves_back() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let hosts = ["h1", "h2", "h3"];
+    let sb = Sandbox::up(3);
+    let before = deploy_baseline(&sb, &hosts);
+    for h in hosts {
+        sb.set_behavior(h, "cut-network");
+    }
+
+    let book = runbook(&sb, "cut.rhai", "activate(copy(build(hosts())), #{ confirm_timeout: 5 });");
+    let started = Instant::now();
+    let out = run(&sb, &book, &["--json"]);
+
+    assert!(!out.status.success(), "{out}");
+    for (h, old) in hosts.iter().zip(&before) {
+        assert!(
+            eventually(Duration::from_secs(5), || sb.current_system(h).as_ref() == Some(old)),
+            "{h} did not return to {old}: {out}"
+        );
+        assert!(sb.ssh(h, "true").status.success(), "{h} does not answer ssh again");
+        assert_eq!(sb.profile_target(h).as_ref(), Some(old));
+    }
+    // Each watchdog acted alone: the whole fleet is back well before hosts×timeout.
+    assert!(started.elapsed() < Duration::from_secs(5 * 3 + 20), "took {:?}", started.elapsed());
+    let rolled: Vec<String> = out
+        .json_lines()
+        .iter()
+        .filter(|e| e.to_string().contains("rolled"))
+        .map(|e| e.to_string())
+        .collect();
+    for h in hosts {
+        assert!(rolled.iter().any(|e| e.contains(&format!("\"{h}\""))), "no rolled-back event for {h}: {out}");
+    }
+}
+
+/// The slow first run: activates with manual confirmation, holds the window open, confirms.
+const SLOW: &str = r#"
+let r = activate(copy(build(hosts())), #{ confirm: "manual", confirm_timeout: 20 });
+sleep(8);
+confirm(r);
+"#;
+
+#[test]
+fn a_second_run_is_refused_while_the_first_holds_the_deploy_lock() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let before = deploy_baseline(&sb, &["h1"]);
+    sb.set_behavior("h1", "ok");
+    let slow = runbook(&sb, "slow.rhai", SLOW);
+    let first = {
+        let (flake, slow, state) = (sb.flake(), slow.clone(), sb.state_dir().to_path_buf());
+        std::thread::spawn(move || {
+            common::Run::new(&["run"], &state)
+                .args(&[slow.as_os_str()])
+                .args(&["--flake", &flake])
+                .output()
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || sb
+            .current_system("h1")
+            .is_some_and(|s| s != before[0])),
+        "the first run never activated"
+    );
+
+    // The second run wants yet another generation, so it must take the lock.
+    sb.set_behavior("h1", "ok");
+    let held = sb.current_system("h1");
+    let quick = runbook(&sb, "quick.rhai", APPLY);
+    let second = run(&sb, &quick, &[]);
+    // The refusal stops the host at `copy`; the run's exit status follows the runbook's
+    // report handling (a report handed on to `activate` counts as looked at).
+    assert_eq!(sb.current_system("h1"), held, "the second run changed h1: {second}");
+    let text = format!("{}{}", second.stdout, second.stderr);
+    assert!(text.contains("locked by another deployment"), "{second}");
+    assert!(text.contains("slow.rhai") && text.contains("pid="), "holder not named: {second}");
+
+    let first = first.join().expect("first run");
+    first.assert_success();
+    let new = sb.current_system("h1").expect("h1 runs a system");
+    assert_ne!(new, before[0], "the confirmed generation was not kept");
+    run(&sb, &quick, &[]).assert_success();
+    assert_ne!(sb.current_system("h1"), Some(new), "the run after the lock ended changed nothing");
+}
+
+#[test]
+fn manual_confirmation_after_a_passing_check_keeps_the_new_generation() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let before = deploy_baseline(&sb, &["h1"]);
+    sb.set_behavior("h1", "ok");
+    let book = runbook(
+        &sb,
+        "manual.rhai",
+        r#"
+let r = activate(copy(build(hosts())), #{ confirm: "manual", confirm_timeout: 5 });
+let check = exec(r, "test -e /run/current-system/bin/switch-to-configuration");
+if check.ok { confirm(r); } else { rollback(r); }
+"#,
+    );
+    let out = run(&sb, &book, &[]);
+    out.assert_success();
+    let new = sb.current_system("h1").expect("h1 runs a system");
+    assert_ne!(new, before[0], "{out}");
+    // Past the confirm timeout the watchdog has not undone it.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(sb.current_system("h1"), Some(new.clone()));
+    assert_eq!(sb.profile_target("h1"), Some(new));
+}
+
+#[test]
+fn a_runbook_that_never_confirms_is_rolled_back_when_it_ends() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let before = deploy_baseline(&sb, &["h1"]);
+    let gens = sb.profile_generations("h1");
+    sb.set_behavior("h1", "ok");
+    let book = runbook(
+        &sb,
+        "forget.rhai",
+        r#"activate(copy(build(hosts())), #{ confirm: "manual", confirm_timeout: 30 });"#,
+    );
+    let started = Instant::now();
+    let out = run(&sb, &book, &[]);
+    out.assert_code(1);
+    // Rolled back at the end of the run, not by the watchdog's 30 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(25), "{:?}: {out}", started.elapsed());
+    assert_eq!(sb.current_system("h1").as_ref(), Some(&before[0]), "{out}");
+    assert_eq!(sb.profile_generations("h1"), gens, "{out}");
+    assert!(format!("{}{}", out.stdout, out.stderr).contains("rolled back"), "{out}");
+}
