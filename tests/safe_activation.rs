@@ -217,3 +217,80 @@ fn a_runbook_that_never_confirms_is_rolled_back_when_it_ends() {
     assert_eq!(sb.profile_generations("h1"), gens, "{out}");
     assert!(format!("{}{}", out.stdout, out.stderr).contains("rolled back"), "{out}");
 }
+
+const GATED: &str = r#"
+let built = build(hosts());
+wait_for_confirm("copy to the fleet?", #{ timeout: 5 });
+activate(copy(built), #{ confirm_timeout: 5 });
+"#;
+
+#[test]
+fn a_gate_without_a_terminal_stops_the_run_before_the_next_step_touches_a_host() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let before = deploy_baseline(&sb, &["h1"]);
+    sb.set_behavior("h1", "ok");
+    let new = sb.build_toplevel("h1");
+    let book = runbook(&sb, "gated.rhai", GATED);
+
+    let out = run(&sb, &book, &[]);
+    out.assert_code(5);
+    assert!(!sb.store_has("h1", &new), "copy ran past the gate: {out}");
+    assert_eq!(sb.current_system("h1").as_ref(), Some(&before[0]));
+
+    run(&sb, &book, &["--yes"]).assert_success();
+    assert!(sb.store_has("h1", &new));
+    assert_eq!(sb.current_system("h1"), Some(new));
+}
+
+#[test]
+fn killing_the_deployer_during_the_confirmation_window_rolls_every_host_back() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let hosts = ["h1", "h2", "h3"];
+    let sb = Sandbox::up(3);
+    let before = deploy_baseline(&sb, &hosts);
+    for h in hosts {
+        sb.set_behavior(h, "ok");
+    }
+    let book = runbook(
+        &sb,
+        "killed.rhai",
+        r#"
+let r = activate(copy(build(hosts())), #{ confirm: "manual", confirm_timeout: 5 });
+sleep(60);
+confirm(r);
+"#,
+    );
+    let mut deployer = std::process::Command::new(common::BIN)
+        .args(["run".as_ref(), book.as_os_str()])
+        .args(["--flake", &sb.flake()])
+        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nixdeploy");
+    let all_new = eventually(Duration::from_secs(60), || {
+        hosts
+            .iter()
+            .zip(&before)
+            .all(|(h, old)| sb.current_system(h).is_some_and(|s| &s != old))
+    });
+    // SIGKILL: no destructor, no settle, no last word to the hosts.
+    deployer.kill().expect("kill -9 nixdeploy");
+    let _ = deployer.wait();
+    assert!(all_new, "the hosts never showed the new system");
+
+    for (h, old) in hosts.iter().zip(&before) {
+        assert!(
+            eventually(Duration::from_secs(15), || sb.current_system(h).as_ref() == Some(old)),
+            "{h} still runs {:?}, not {old}",
+            sb.current_system(h)
+        );
+        assert_eq!(sb.profile_target(h).as_ref(), Some(old), "{h}'s profile");
+    }
+}
