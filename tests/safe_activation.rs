@@ -46,7 +46,10 @@ fn deploy_baseline(sb: &Sandbox, hosts: &[&str]) -> Vec<String> {
     out.assert_success();
     hosts
         .iter()
-        .map(|h| sb.current_system(h).unwrap_or_else(|| panic!("{h} runs no system: {out}")))
+        .map(|h| {
+            sb.current_system(h)
+                .unwrap_or_else(|| panic!("{h} runs no system: {out}"))
+        })
         .collect()
 }
 
@@ -65,16 +68,30 @@ fn failing_activation_rolls_back_to_the_previous_generation() {
     let gens_before = sb.profile_generations("h1");
     sb.set_behavior("h1", "fail-activation");
 
-    let book = runbook(&sb, "deploy.rhai", "activate(copy(build(hosts())), #{ confirm_timeout: 5 });");
+    let book = runbook(
+        &sb,
+        "deploy.rhai",
+        "activate(copy(build(hosts())), #{ confirm_timeout: 5 });",
+    );
     let out = run(&sb, &book, &[]);
 
     out.assert_code(1);
     assert_eq!(sb.current_system("h1").as_ref(), Some(&before[0]), "{out}");
-    assert_eq!(sb.profile_generations("h1"), gens_before, "failed generation left behind: {out}");
+    assert_eq!(
+        sb.profile_generations("h1"),
+        gens_before,
+        "failed generation left behind: {out}"
+    );
     assert_eq!(sb.profile_target("h1").as_ref(), Some(&before[0]));
     let tried = sb.activations("h1");
-    assert!(tried.iter().any(|a| !a.ends_with(&before[0])), "the new system was never tried: {tried:?}");
-    assert!(format!("{}{}", out.stdout, out.stderr).contains("rolled back"), "{out}");
+    assert!(
+        tried.iter().any(|a| !a.ends_with(&before[0])),
+        "the new system was never tried: {tried:?}"
+    );
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("rolled back"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -89,21 +106,33 @@ fn hosts_whose_new_generation_cuts_the_network_roll_themselves_back() {
         sb.set_behavior(h, "cut-network");
     }
 
-    let book = runbook(&sb, "cut.rhai", "activate(copy(build(hosts())), #{ confirm_timeout: 5 });");
+    let book = runbook(
+        &sb,
+        "cut.rhai",
+        "activate(copy(build(hosts())), #{ confirm_timeout: 5 });",
+    );
     let started = Instant::now();
     let out = run(&sb, &book, &["--json"]);
 
     assert!(!out.status.success(), "{out}");
     for (h, old) in hosts.iter().zip(&before) {
         assert!(
-            eventually(Duration::from_secs(5), || sb.current_system(h).as_ref() == Some(old)),
+            eventually(Duration::from_secs(5), || sb.current_system(h).as_ref()
+                == Some(old)),
             "{h} did not return to {old}: {out}"
         );
-        assert!(sb.ssh(h, "true").status.success(), "{h} does not answer ssh again");
+        assert!(
+            sb.ssh(h, "true").status.success(),
+            "{h} does not answer ssh again"
+        );
         assert_eq!(sb.profile_target(h).as_ref(), Some(old));
     }
     // Each watchdog acted alone: the whole fleet is back well before hosts×timeout.
-    assert!(started.elapsed() < Duration::from_secs(5 * 3 + 20), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5 * 3 + 20),
+        "took {:?}",
+        started.elapsed()
+    );
     let rolled: Vec<String> = out
         .json_lines()
         .iter()
@@ -111,7 +140,10 @@ fn hosts_whose_new_generation_cuts_the_network_roll_themselves_back() {
         .map(|e| e.to_string())
         .collect();
     for h in hosts {
-        assert!(rolled.iter().any(|e| e.contains(&format!("\"{h}\""))), "no rolled-back event for {h}: {out}");
+        assert!(
+            rolled.iter().any(|e| e.contains(&format!("\"{h}\""))),
+            "no rolled-back event for {h}: {out}"
+        );
     }
 }
 
@@ -154,17 +186,28 @@ fn a_second_run_is_refused_while_the_first_holds_the_deploy_lock() {
     let second = run(&sb, &quick, &[]);
     // The refusal stops the host at `copy`; the run's exit status follows the runbook's
     // report handling (a report handed on to `activate` counts as looked at).
-    assert_eq!(sb.current_system("h1"), held, "the second run changed h1: {second}");
+    assert_eq!(
+        sb.current_system("h1"),
+        held,
+        "the second run changed h1: {second}"
+    );
     let text = format!("{}{}", second.stdout, second.stderr);
     assert!(text.contains("locked by another deployment"), "{second}");
-    assert!(text.contains("slow.rhai") && text.contains("pid="), "holder not named: {second}");
+    assert!(
+        text.contains("slow.rhai") && text.contains("pid="),
+        "holder not named: {second}"
+    );
 
     let first = first.join().expect("first run");
     first.assert_success();
     let new = sb.current_system("h1").expect("h1 runs a system");
     assert_ne!(new, before[0], "the confirmed generation was not kept");
     run(&sb, &quick, &[]).assert_success();
-    assert_ne!(sb.current_system("h1"), Some(new), "the run after the lock ended changed nothing");
+    assert_ne!(
+        sb.current_system("h1"),
+        Some(new),
+        "the run after the lock ended changed nothing"
+    );
 }
 
 #[test]
@@ -212,10 +255,17 @@ fn a_runbook_that_never_confirms_is_rolled_back_when_it_ends() {
     let out = run(&sb, &book, &[]);
     out.assert_code(1);
     // Rolled back at the end of the run, not by the watchdog's 30 s timeout.
-    assert!(started.elapsed() < Duration::from_secs(25), "{:?}: {out}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}: {out}",
+        started.elapsed()
+    );
     assert_eq!(sb.current_system("h1").as_ref(), Some(&before[0]), "{out}");
     assert_eq!(sb.profile_generations("h1"), gens, "{out}");
-    assert!(format!("{}{}", out.stdout, out.stderr).contains("rolled back"), "{out}");
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("rolled back"),
+        "{out}"
+    );
 }
 
 const GATED: &str = r#"
@@ -287,7 +337,8 @@ confirm(r);
 
     for (h, old) in hosts.iter().zip(&before) {
         assert!(
-            eventually(Duration::from_secs(15), || sb.current_system(h).as_ref() == Some(old)),
+            eventually(Duration::from_secs(15), || sb.current_system(h).as_ref()
+                == Some(old)),
             "{h} still runs {:?}, not {old}",
             sb.current_system(h)
         );
