@@ -37,7 +37,7 @@ fn lock_command(owner: &str) -> String {
          while timeout {EXPIRY_SECS} sh -c 'read -r x'; do :; done"
     );
     format!(
-        "mkdir -p {dir}; flock -n -E 75 {dir}/deploy.lock sh -c {holder} sh {owner}; rc=$?; \
+        "mkdir -p {dir}; flock -n -o -E 75 {dir}/deploy.lock sh -c {holder} sh {owner}; rc=$?; \
          if [ $rc -eq 75 ]; then echo \"busy $(cat {dir}/deploy.owner 2>/dev/null)\"; fi; exit $rc",
         holder = quote(&holder),
         owner = quote(owner),

@@ -110,11 +110,15 @@ state done
 
 /// Uploads the watchdog (from stdin) and starts it detached from the ssh session, under the
 /// activation lock, so it outlives a dying connection or deployer.
+///
+/// `flock -o` keeps the lock in the `flock` process alone: without it every daemon that
+/// `switch-to-configuration` forks inherits the lock's descriptor and holds the host's
+/// activation lock for as long as it lives, refusing every later deployment.
 pub fn launch(token: &str) -> String {
     let d = quote(&activation_dir(token));
     format!(
         "set -e; mkdir -p {d}; cat > {d}/activate.sh; \
-         (setsid flock {lock} sh {d}/activate.sh </dev/null >{d}/log 2>&1 &); echo launched",
+         (setsid flock -o {lock} sh {d}/activate.sh </dev/null >{d}/log 2>&1 &); echo launched",
         lock = quote(&format!("{STATE_DIR}/activation.lock")),
     )
 }
@@ -211,6 +215,11 @@ mod tests {
         ));
         assert!(s.contains("CONFIRM_TENTHS=300\n"));
         assert!(s.contains("MAGIC=1\n"));
+    }
+
+    #[test]
+    fn daemons_started_by_activation_do_not_inherit_the_lock() {
+        assert!(launch("t").contains("flock -o "));
     }
 
     #[test]
