@@ -121,7 +121,6 @@ fn a_healthy_canary_is_soaked_then_promoted_in_waves() {
 }
 
 #[test]
-#[ignore = "blocked: after a confirmed activation the host keeps its activation lock (>60 s), so the next run fails copy with `waiting for confirmation ... by another run` (src/activation)"]
 fn an_unhealthy_canary_rolls_back_and_no_other_host_is_touched() {
     if !common::skip_unless_root() {
         return;
@@ -158,7 +157,6 @@ fn an_unhealthy_canary_rolls_back_and_no_other_host_is_touched() {
 }
 
 #[test]
-#[ignore = "blocked: after a confirmed activation the host keeps its activation lock (>60 s), so the next run fails copy with `waiting for confirmation ... by another run` (src/activation)"]
 fn a_wave_over_max_fail_is_rolled_back_and_later_waves_stay_untouched() {
     if !common::skip_unless_root() {
         return;
@@ -218,7 +216,12 @@ fn an_aarch64_host_is_built_on_the_builder_and_an_unbuildable_one_fails_first() 
         return;
     }
     let sb = Sandbox::builder().hosts(2).builders(1).up();
-    sb.edit_fleet(|f| f["hosts"]["h2"]["system"] = "aarch64-linux".into());
+    // A revision never built before: the machine's store is shared by every test and run.
+    let rev = common::unique_rev();
+    sb.edit_fleet(|f| {
+        f["hosts"]["h2"]["system"] = "aarch64-linux".into();
+        f["hosts"]["h2"]["rev"] = rev.into();
+    });
     let path = runbook(&sb, "cross.rhai", CROSS);
     let out = run(&sb, path.to_str().unwrap(), &["--on", "h1,h2"]);
     out.assert_success();

@@ -31,6 +31,13 @@ impl LibraryPath {
 /// One resolved import: (import text, importing file, the winner, the candidates it shadowed).
 pub type Resolution = (String, String, LibraryPath, Vec<LibraryPath>);
 
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Resolves and loads modules; shared by `run`, `repl` and `check`.
 pub struct Resolver {
     lib_dirs: Vec<PathBuf>,
@@ -115,7 +122,9 @@ impl Resolver {
         } else {
             base.join(&file)
         };
-        if relative.is_file() {
+        // A runbook named like a library (`canary.rhai` importing "canary") must not import itself.
+        let is_importer = importer.is_some_and(|i| same_file(Path::new(i), &relative));
+        if relative.is_file() && !is_importer {
             found.push(LibraryPath::File(relative));
         }
         if !Path::new(&file).is_absolute() {
