@@ -238,13 +238,15 @@ pub fn read(value: &Value) -> anyhow::Result<Parsed> {
                     .filter_map(|i| i.as_str())
                     .collect::<Vec<_>>()
                     .join(" "),
-                other => return Err(top.field_problem(
-                    "nixOptions",
-                    format!(
+                other => {
+                    return Err(top.field_problem(
+                        "nixOptions",
+                        format!(
                         "option {name} must be a string, number, bool or list of strings, found {}",
                         describe(other)
                     ),
-                )),
+                    ))
+                }
             };
             nix_options.push((name.clone(), text));
         }

@@ -183,9 +183,11 @@ impl KeySpec {
             Some(serde_json::Value::String(p)) => {
                 parse_mode(p).map_err(|e| format!("{label}: {e}"))?
             }
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "{label}: `permissions` must be an octal string such as \"0600\", found {other}"
-            )),
+            ))
+            }
         };
         let upload_at = match string("upload_at", "uploadAt").map_err(|e| format!("{label}: {e}"))?.as_deref() {
             None | Some("pre-activation") => UploadAt::PreActivation,

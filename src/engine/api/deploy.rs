@@ -176,9 +176,11 @@ pub mod api {
             o.confirm = match c.as_str() {
                 "auto" => ConfirmMode::Auto,
                 "manual" => ConfirmMode::Manual,
-                other => return fail(format!(
+                other => {
+                    return fail(format!(
                     "activate: option `confirm` must be \"auto\" or \"manual\", found \"{other}\""
-                )),
+                ))
+                }
             };
         }
         opts.finish()?;
