@@ -18,10 +18,13 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a host showed when the run ended.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Probed {
+    /// The probe answered (so `current: None` means the host runs no system).
+    reached: bool,
     /// `/run/current-system` now.
     current: Option<String>,
-    /// What the first activation of this run replaced (the watchdog's `prev_system`).
-    replaced: Option<String>,
+    /// What the first activation of this run replaced (the watchdog's `prev_system`): `None`
+    /// when nothing activated, `Some(None)` when the host ran no system before.
+    replaced: Option<Option<String>>,
     /// The generation the system profile points to now.
     generation: Option<u64>,
 }
@@ -84,10 +87,14 @@ fn state_of(state: FinalState) -> State {
 /// Fills paths, generation, duration and message from the recorder and the probe.
 fn fill(record: &mut Record, rec: &HostRecord, probed: &Probed, elapsed: Duration) {
     // Only a real activation replaces the running system; otherwise it still runs what it ran.
-    record.path_before = probed.replaced.clone().or_else(|| probed.current.clone());
+    record.path_before = match &probed.replaced {
+        Some(replaced) => replaced.clone(),
+        None => probed.current.clone(),
+    };
     record.path_after = match record.state {
         State::Planned => rec.path.clone().or_else(|| probed.current.clone()),
-        _ => probed.current.clone().or_else(|| rec.path.clone()),
+        _ if probed.reached => probed.current.clone(),
+        _ => rec.path.clone(),
     };
     if matches!(
         record.state,
@@ -110,19 +117,22 @@ fn probe_script(profile: &str, pid: u32) -> String {
         "echo current=$(readlink -f /run/current-system 2>/dev/null); \
          echo link=$(readlink {profile} 2>/dev/null); \
          for d in $(ls -d /run/nixdeploy/act-{pid}-* 2>/dev/null | sort); do \
-         if [ -s \"$d/prev_system\" ]; then echo replaced=$(cat \"$d/prev_system\"); break; fi; done; true",
+         if [ -e \"$d/prev_system\" ]; then echo replaced=$(cat \"$d/prev_system\"); break; fi; done; true",
         profile = quote(profile),
     )
 }
 
 fn parse_probe(stdout: &str) -> Probed {
-    let mut probed = Probed::default();
+    let mut probed = Probed {
+        reached: true,
+        ..Probed::default()
+    };
     let store_path = |v: &str| v.starts_with("/nix/store/").then(|| v.to_string());
     for line in stdout.lines() {
         match line.trim().split_once('=') {
             Some(("current", v)) => probed.current = store_path(v),
             Some(("link", v)) => probed.generation = generation_of(v),
-            Some(("replaced", v)) => probed.replaced = store_path(v),
+            Some(("replaced", v)) => probed.replaced = Some(store_path(v)),
             _ => {}
         }
     }
@@ -195,12 +205,14 @@ mod tests {
         assert_eq!(
             parse_probe(out),
             Probed {
+                reached: true,
                 current: Some("/nix/store/bbb-new".into()),
-                replaced: Some("/nix/store/aaa-old".into()),
+                replaced: Some(Some("/nix/store/aaa-old".into())),
                 generation: Some(3),
             }
         );
-        assert_eq!(parse_probe("current=\nlink=\n"), Probed::default());
+        assert_eq!(parse_probe("current=\nlink=\n").current, None);
+        assert_eq!(parse_probe("replaced=\n").replaced, Some(None));
     }
 
     #[test]
