@@ -3,10 +3,13 @@
 pub mod check;
 pub mod doc;
 pub mod hosts;
+pub mod journal;
 pub mod log;
 pub mod repl;
 pub mod run;
 pub mod sandbox;
 
-/// Appends one journal record per host this run knew about (filled in once the journal lands).
-pub fn journal_run(_ctx: &crate::context::Context, _elapsed: std::time::Duration) {}
+/// Appends one journal record per host this run knew about.
+pub fn journal_run(ctx: &crate::context::Context, elapsed: std::time::Duration) {
+    journal::journal_run(ctx, elapsed);
+}

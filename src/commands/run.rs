@@ -213,8 +213,51 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     ctx.reporter.finish();
     if !opts.json {
         eprint!("\n{}", render_summary(recorder));
+        if opts.dry_run {
+            print!("{}", runtime.block_on(dry_run_plan(&ctx)));
+        }
     }
     runtime.block_on(ctx.pool.close_all());
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(exit)
+}
+
+/// After a dry run: per host that would change, the store paths `copy` would send and the
+/// closure diff against what the host runs now (read-only queries over the open connections).
+async fn dry_run_plan(ctx: &Context) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (name, rec) in ctx.reporter.recorder().hosts() {
+        let (Some(path), Some(host)) = (rec.path.as_ref(), ctx.inventory.hosts.get(&name)) else {
+            continue;
+        };
+        let _ = writeln!(out, "plan for {name}: {path}");
+        let missing = match ctx.pool.get(&ctx.target(host)).await {
+            Ok(conn) => crate::steps::missing_paths(&conn, path).await,
+            Err(e) => Err(e),
+        };
+        match missing {
+            Ok(paths) => {
+                let _ = writeln!(out, "  copy would send {} store path(s):", paths.len());
+                for p in paths {
+                    let _ = writeln!(out, "    {p}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  cannot tell what copy would send: {e:#}");
+            }
+        }
+        match crate::steps::diff::closure_diff(ctx, host, path).await {
+            Ok(d) => {
+                let _ = writeln!(out, "  closure diff:");
+                for line in d.text.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  cannot diff the closures: {e:#}");
+            }
+        }
+    }
+    out
 }

@@ -3,6 +3,7 @@
 
 mod build;
 mod copy;
+pub mod diff;
 mod exec;
 
 pub use build::{build, BuildOptions, Built};

@@ -6,6 +6,7 @@ pub mod gates;
 pub mod inventory;
 pub mod keys;
 mod options;
+pub mod plan;
 pub mod probes;
 pub mod remote;
 mod report;
@@ -73,4 +74,5 @@ pub fn register(engine: &mut Engine) {
     engine.register_global_module(rhai::exported_module!(gates::api).into());
     engine.register_global_module(rhai::exported_module!(keys::api).into());
     engine.register_global_module(rhai::exported_module!(probes::api).into());
+    engine.register_global_module(rhai::exported_module!(plan::api).into());
 }

@@ -1,0 +1,227 @@
+//! Writing the journal at the end of a run: one record per host the run knew, built from the
+//! recorder and one read-only probe of each host that the run reached.
+
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::fleet::Host;
+use crate::journal::{Journal, Record, RunMeta, State};
+use crate::report::{FinalState, HostRecord};
+use crate::transport::quote;
+
+/// How long the end-of-run probe of one host may take; a host that does not answer in time
+/// is journalled without its paths rather than holding up the run.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `nix flake metadata` may take before the revision is left out.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a host showed when the run ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Probed {
+    /// The probe answered (so `current: None` means the host runs no system).
+    reached: bool,
+    /// `/run/current-system` now.
+    current: Option<String>,
+    /// What the first activation of this run replaced (the watchdog's `prev_system`): `None`
+    /// when nothing activated, `Some(None)` when the host ran no system before.
+    replaced: Option<Option<String>>,
+    /// The generation the system profile points to now.
+    generation: Option<u64>,
+}
+
+/// Appends one record per host of the run; a journal that cannot be written is a warning,
+/// never a reason to change the run's outcome.
+pub fn journal_run(ctx: &Context, elapsed: Duration) {
+    let records = records(ctx, elapsed);
+    if let Err(err) = Journal::default_location().append(&records) {
+        ctx.reporter.message(
+            crate::report::Level::Warn,
+            format!("failed to write the journal: {err:#}"),
+        );
+    }
+}
+
+fn records(ctx: &Context, elapsed: Duration) -> Vec<Record> {
+    let mut meta = RunMeta::current(
+        &ctx.meta.runbook,
+        ctx.meta.selector.as_deref(),
+        &ctx.inventory.flake,
+    );
+    meta.flake_revision = flake_revision(&meta.flake);
+    let hosts = ctx.reporter.recorder().hosts();
+    let probes = ctx.runtime.block_on(async {
+        let mut probes = Vec::new();
+        for (name, rec) in &hosts {
+            let probed = match ctx.inventory.hosts.get(name) {
+                Some(host) if !rec.steps.is_empty() => probe(ctx, host).await,
+                _ => Probed::default(),
+            };
+            probes.push(probed);
+        }
+        probes
+    });
+    hosts
+        .into_iter()
+        .zip(probes)
+        .map(|((name, rec), probed)| {
+            let mut record = meta.record(name, state_of(rec.state));
+            fill(&mut record, &rec, &probed, elapsed);
+            record
+        })
+        .collect()
+}
+
+/// The journal's word for a recorder state; `copied` (closure sent, nothing activated) left
+/// the running system as it was.
+fn state_of(state: FinalState) -> State {
+    match state {
+        FinalState::Untouched => State::Untouched,
+        FinalState::Planned => State::Planned,
+        FinalState::Unchanged | FinalState::Copied => State::Unchanged,
+        FinalState::Deployed => State::Deployed,
+        FinalState::RolledBack => State::RolledBack,
+        FinalState::Failed => State::Failed,
+    }
+}
+
+/// Fills paths, generation, duration and message from the recorder and the probe.
+fn fill(record: &mut Record, rec: &HostRecord, probed: &Probed, elapsed: Duration) {
+    // Only a real activation replaces the running system; otherwise it still runs what it ran.
+    record.path_before = match &probed.replaced {
+        Some(replaced) => replaced.clone(),
+        None => probed.current.clone(),
+    };
+    record.path_after = match record.state {
+        State::Planned => rec.path.clone().or_else(|| probed.current.clone()),
+        _ if probed.reached => probed.current.clone(),
+        _ => rec.path.clone(),
+    };
+    if matches!(
+        record.state,
+        State::Deployed | State::Unchanged | State::RolledBack
+    ) {
+        record.generation = probed.generation;
+    }
+    record.duration_ms = match (rec.started, rec.ended) {
+        (Some(start), Some(end)) => end.duration_since(start).as_millis() as u64,
+        _ if rec.steps.is_empty() => 0,
+        _ => elapsed.as_millis() as u64,
+    };
+    record.message = rec.error.clone();
+}
+
+/// One read-only command: the running system, the profile's generation, and what the first
+/// activation of this process replaced (activation dirs are `act-<pid>-<hex time>`).
+fn probe_script(profile: &str, pid: u32) -> String {
+    format!(
+        "echo current=$(readlink -f /run/current-system 2>/dev/null); \
+         echo link=$(readlink {profile} 2>/dev/null); \
+         for d in $(ls -d /run/nixdeploy/act-{pid}-* 2>/dev/null | sort); do \
+         if [ -e \"$d/prev_system\" ]; then echo replaced=$(cat \"$d/prev_system\"); break; fi; done; true",
+        profile = quote(profile),
+    )
+}
+
+fn parse_probe(stdout: &str) -> Probed {
+    let mut probed = Probed {
+        reached: true,
+        ..Probed::default()
+    };
+    let store_path = |v: &str| v.starts_with("/nix/store/").then(|| v.to_string());
+    for line in stdout.lines() {
+        match line.trim().split_once('=') {
+            Some(("current", v)) => probed.current = store_path(v),
+            Some(("link", v)) => probed.generation = generation_of(v),
+            Some(("replaced", v)) => probed.replaced = Some(store_path(v)),
+            _ => {}
+        }
+    }
+    probed
+}
+
+/// `system-7-link` → 7.
+fn generation_of(link: &str) -> Option<u64> {
+    link.strip_suffix("-link")?.rsplit('-').next()?.parse().ok()
+}
+
+async fn probe(ctx: &Context, host: &Host) -> Probed {
+    let run = async {
+        let conn = ctx.pool.get(&ctx.target(host)).await?;
+        conn.run(&probe_script(&host.profile, std::process::id()), None)
+            .await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, run).await {
+        Ok(Ok(out)) if out.success() => parse_probe(&out.stdout),
+        _ => Probed::default(),
+    }
+}
+
+/// The locked revision of a flake, when `nix flake metadata` knows one quickly.
+fn flake_revision(flake: &str) -> Option<String> {
+    let mut child = std::process::Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "flake",
+            "metadata",
+            "--json",
+            "--no-update-lock-file",
+            flake,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut text).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value
+        .get("revision")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_reads_current_system_generation_and_replaced_system() {
+        let out = "current=/nix/store/bbb-new\nlink=system-3-link\nreplaced=/nix/store/aaa-old\n";
+        assert_eq!(
+            parse_probe(out),
+            Probed {
+                reached: true,
+                current: Some("/nix/store/bbb-new".into()),
+                replaced: Some(Some("/nix/store/aaa-old".into())),
+                generation: Some(3),
+            }
+        );
+        assert_eq!(parse_probe("current=\nlink=\n").current, None);
+        assert_eq!(parse_probe("replaced=\n").replaced, Some(None));
+    }
+
+    #[test]
+    fn the_probe_script_quotes_the_profile() {
+        let script = probe_script("/nix/var/nix/profiles/my system", 42);
+        assert!(
+            script.contains("'/nix/var/nix/profiles/my system'"),
+            "{script}"
+        );
+        assert!(script.contains("/run/nixdeploy/act-42-*"), "{script}");
+    }
+}

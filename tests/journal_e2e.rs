@@ -1,0 +1,64 @@
+//! The journal a real run writes: one record per host, with the state `nixdeploy log` shows.
+
+mod common;
+
+use std::path::PathBuf;
+
+fn apply() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("runbooks/apply.rhai")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_deploy_and_a_rolled_back_deploy_are_both_journalled_with_their_states() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = common::Sandbox::up(2);
+    let (flake, runbook) = (sb.flake(), apply());
+    let run = |args: &[&str]| {
+        let mut argv = vec!["run", runbook.as_str(), "--flake", flake.as_str(), "--yes"];
+        argv.extend_from_slice(args);
+        sb.nixdeploy(&argv).output()
+    };
+    // Two hosts, not one host twice: a confirmed watchdog currently keeps the host's
+    // activation lock, so a second run on the same host is refused as "pending".
+    run(&["--on", "h2"]).assert_success();
+    let deployed = sb
+        .current_system("h2")
+        .expect("h2 runs a system after the deploy");
+
+    sb.set_behavior("h1", "fail-activation");
+    run(&["--on", "h1"]).assert_code(1);
+    assert_eq!(sb.current_system("h1"), None);
+
+    let log = sb.nixdeploy(&["log"]).output();
+    log.assert_success();
+    let table = log.stdout.clone();
+    assert!(table.contains("deployed"), "{table}");
+    assert!(table.contains("rolled back"), "{table}");
+
+    let h2 = sb.nixdeploy(&["log", "h2", "--json"]).output();
+    h2.assert_success();
+    let records = h2.json_lines();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let first = &records[0];
+    assert_eq!(first["state"], "deployed");
+    assert_eq!(first["path_after"].as_str(), Some(deployed.as_str()));
+    assert!(first["path_before"].is_null(), "{first}");
+    assert!(first["generation"].as_u64().is_some(), "{first}");
+    assert!(!first["user"].as_str().unwrap().is_empty());
+
+    let h1 = sb.nixdeploy(&["log", "h1", "--json"]).output();
+    h1.assert_success();
+    let records = h1.json_lines();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let second = &records[0];
+    assert_eq!(second["state"], "rolled back");
+    assert_eq!(second["selector"], "h1");
+    assert!(second["path_after"].is_null(), "{second}");
+    assert!(second["message"].is_string(), "{second}");
+    assert_ne!(first["run_id"], second["run_id"]);
+}
