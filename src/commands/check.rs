@@ -1,10 +1,44 @@
-//! `nixdeploy check`.
+//! `nixdeploy check`: compile runbooks and their libraries, report errors and where imports came from.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::exit::Exit;
+use crate::engine::docs::check_runbook;
+use crate::engine::Session;
+use crate::exit::{Exit, Failure};
+use crate::fleet::Inventory;
 
 /// Compiles runbooks without contacting hosts.
-pub fn run(_runbooks: &[PathBuf], _lib: &[PathBuf], _flake: Option<&str>) -> anyhow::Result<Exit> {
-    anyhow::bail!("`nixdeploy check` is being built")
+pub fn run(runbooks: &[PathBuf], lib: &[PathBuf], flake: Option<&str>) -> anyhow::Result<Exit> {
+    // The inventory is only read for its flake inputs; no host is contacted.
+    let flake_inputs = match flake {
+        Some(f) => Arc::new(Inventory::load(f)?).flake_inputs.clone(),
+        None => Default::default(),
+    };
+    let mut exit = Exit::Success;
+    for runbook in runbooks {
+        let source = runbook.display().to_string();
+        let text = std::fs::read_to_string(runbook)
+            .map_err(|e| Failure::input(format!("cannot read runbook {source}: {e}")))?;
+        let mut session = Session::new(None, rhai::Map::new(), lib.to_vec(), flake_inputs.clone());
+        let (problems, imports) = check_runbook(&mut session, &source, &text);
+        for note in &imports {
+            let shadows = if note.shadowed.is_empty() {
+                String::new()
+            } else {
+                format!(" (shadows {})", note.shadowed.join(", "))
+            };
+            println!("{source}: `{}` → {}{shadows}", note.name, note.winner);
+        }
+        for p in &problems {
+            eprintln!("{}\n", p.rendered);
+        }
+        if problems.is_empty() {
+            println!("{source}: ok");
+        } else {
+            println!("{source}: {} problem(s)", problems.len());
+            exit = Exit::Runbook;
+        }
+    }
+    Ok(exit)
 }

@@ -1,8 +1,15 @@
-//! `nixdeploy repl`.
+//! `nixdeploy repl`: the inventory, context and session of a run, driven line by line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::commands::run::make_context;
+use crate::context::RunOptions;
+use crate::engine::Session;
 use crate::exit::Exit;
+use crate::fleet::Inventory;
+use crate::report::{Sink, TerminalSink};
 
 /// Everything `nixdeploy repl` was asked to do.
 #[derive(Debug, Clone)]
@@ -15,6 +22,38 @@ pub struct Options {
 }
 
 /// Starts the REPL.
-pub fn run(_opts: Options) -> anyhow::Result<Exit> {
-    anyhow::bail!("`nixdeploy repl` is being built")
+pub fn run(opts: Options) -> anyhow::Result<Exit> {
+    let inventory = Arc::new(Inventory::load(&opts.flake)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(TerminalSink::new())];
+    let options = RunOptions {
+        parallel: opts.parallel,
+        dry_run: false,
+        yes: opts.yes,
+        force_unlock: false,
+        interactive: std::io::stdin().is_terminal(),
+    };
+    // No `watch_interrupts` here: the REPL's own handler cancels one input, not the session.
+    let ctx = make_context(
+        &runtime,
+        inventory.clone(),
+        opts.on.as_deref(),
+        sinks,
+        options,
+        "repl",
+    )?;
+    let mut session = Session::new(
+        Some(ctx.clone()),
+        rhai::Map::new(),
+        opts.lib.clone(),
+        inventory.flake_inputs.clone(),
+    );
+    let outcome = crate::repl::run(&mut session, &ctx);
+    runtime.block_on(crate::activation::settle(&ctx));
+    ctx.reporter.finish();
+    runtime.block_on(ctx.pool.close_all());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    outcome.map(|()| Exit::Success)
 }

@@ -2,6 +2,7 @@
 //! (`api/`), module resolution, and errors rendered with their source positions.
 
 pub mod api;
+pub mod docs;
 mod errors;
 mod modules;
 mod session;
