@@ -93,7 +93,6 @@ fn library_found_in_two_places_reports_which_won() {
 }
 
 #[test]
-#[ignore = "stdlib/checks.rhai and stdlib/rollout.rhai do not compile yet, and runbooks/canary.rhai imports itself; see the repl branch report"]
 fn every_example_runbook_passes_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut runbooks: Vec<String> = fs::read_dir(root.join("runbooks"))

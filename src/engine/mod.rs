@@ -10,4 +10,4 @@ pub mod stdlib;
 
 pub use errors::{render_parse_error, RunbookError};
 pub use modules::{LibraryPath, Resolver};
-pub use session::Session;
+pub use session::{display, Session};

@@ -201,3 +201,14 @@ impl Session {
         }
     }
 }
+
+/// How the REPL shows a value: reports and hosts through their `to_string`, others as Rhai does.
+pub fn display(_session: &Session, value: &Dynamic) -> String {
+    if let Some(r) = value.clone().try_cast::<api::Report>() {
+        return r.render();
+    }
+    if let Some(h) = value.clone().try_cast::<api::HostRef>() {
+        return h.0.name.to_string();
+    }
+    value.to_string()
+}

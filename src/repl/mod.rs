@@ -218,7 +218,7 @@ fn handle(session: &mut Session, ctx: &Context, api: &[FnDoc], line: &str) -> bo
         _ => session.eval("<repl>", line),
     };
     match outcome {
-        Ok(value) if !value.is_unit() => println!("{value}"),
+        Ok(value) if !value.is_unit() => println!("{}", crate::engine::display(session, &value)),
         Ok(_) => {}
         Err(e) => eprintln!("{}", e.rendered),
     }
@@ -251,6 +251,8 @@ pub fn run(session: &mut Session, ctx: &Arc<Context>) -> anyhow::Result<()> {
                 evaluating.store(true, Ordering::SeqCst);
                 let go_on = handle(session, ctx, &api, &line);
                 evaluating.store(false, Ordering::SeqCst);
+                // Progress bars of this input end here, so the prompt is not drawn over.
+                ctx.reporter.finish();
                 ctx.interrupt.reset();
                 session.clear_reports();
                 if let Some(helper) = editor.helper_mut() {

@@ -150,8 +150,9 @@ impl Sink for TerminalSink {
     }
 
     fn finish(&self) {
-        for bar in self.bars.lock().unwrap().values() {
-            bar.finish();
+        // Drained, not just finished: the REPL reuses the sink, and the next input gets new bars.
+        for (_, bar) in self.bars.lock().unwrap().drain() {
+            bar.finish_and_clear();
         }
         if let Some(mp) = &self.live {
             let _ = mp.clear();

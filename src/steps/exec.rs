@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::bail;
 
 use super::{fan_out, HostResult, Outcome};
 use crate::context::Context;
 use crate::fleet::Host;
 use crate::report::Event;
-use crate::transport::Stream;
+use crate::transport::{quote, Stream};
 
 /// Options of `exec`.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +51,25 @@ pub async fn exec(
     .await
 }
 
+/// A per-command file on the host that records the command's ssh session id.
+fn session_file() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("/run/nixdeploy/exec-{}-{nanos:x}.sid", std::process::id())
+}
+
+/// Runs `command` in a subshell after recording the session id (sshd makes every channel's
+/// shell a session leader), so [`stop`] can end everything the command started.
+fn wrapped(command: &str, pidfile: &str) -> String {
+    let pf = quote(pidfile);
+    format!("mkdir -p /run/nixdeploy 2>/dev/null; echo $$ > {pf} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
+}
+
+/// Ends every process of a command started by [`wrapped`].
+fn stop(pidfile: &str) -> String {
+    let pf = quote(pidfile);
+    format!("s=$(cat {pf} 2>/dev/null) && [ -n \"$s\" ] && pkill -TERM -s \"$s\"; rm -f {pf}; true")
+}
+
 async fn exec_one(
     ctx: &Context,
     host: &Host,
@@ -81,12 +100,24 @@ async fn exec_one(
             });
         }
     };
-    let run = conn.run_streaming(command, opts.stdin.as_deref(), &on_line);
-    let out = match opts.timeout {
-        Some(t) => tokio::time::timeout(t, run)
-            .await
-            .map_err(|_| anyhow!("`{command}` did not finish within {}s", t.as_secs()))??,
-        None => run.await?,
+    let pidfile = session_file();
+    let script = wrapped(command, &pidfile);
+    let run = conn.run_streaming(&script, opts.stdin.as_deref(), &on_line);
+    let limit = opts.timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    // Closing an ssh channel does not end the command on the host: stop it ourselves when the
+    // run is aborted or the timeout passes.
+    let out = tokio::select! {
+        r = tokio::time::timeout(limit, run) => match r {
+            Ok(out) => out?,
+            Err(_) => {
+                let _ = conn.run(&stop(&pidfile), None).await;
+                bail!("`{command}` did not finish within {}s and was stopped", limit.as_secs());
+            }
+        },
+        _ = super::aborted(&ctx.interrupt) => {
+            let _ = conn.run(&stop(&pidfile), None).await;
+            bail!("aborted by a second interrupt; `{command}` was stopped");
+        }
     };
     let executed = Executed {
         status: out.status.map(i64::from).unwrap_or(-1),

@@ -138,7 +138,11 @@ pub async fn run_one<T>(
     });
     let result = tokio::select! {
         r = fut => r.map_err(|e| format!("{e:#}")),
-        _ = aborted(&ctx.interrupt) => Err("aborted by a second interrupt".to_string()),
+        // Steps that clean up after themselves on abort (exec stops its remote command) get a
+        // moment to do so before they are dropped.
+        _ = async { aborted(&ctx.interrupt).await; tokio::time::sleep(Duration::from_secs(3)).await } => {
+            Err("aborted by a second interrupt".to_string())
+        }
     };
     let (state, message) = match &result {
         Ok(o) => (o.state, o.message.clone()),

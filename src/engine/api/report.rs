@@ -111,7 +111,8 @@ impl Report {
             .collect()
     }
 
-    fn render(&self) -> String {
+    /// A readable multi-line summary (what `print(report)` shows).
+    pub fn render(&self) -> String {
         let mut out = format!(
             "{} report ({}):",
             self.0.step,
