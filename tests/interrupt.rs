@@ -39,7 +39,9 @@ struct Background {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(pipe: impl std::io::Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let reader = std::thread::spawn(move || {
@@ -135,10 +137,18 @@ fn the_first_interrupt_starts_no_new_host_and_skips_later_steps() {
         }
     });
     let stores: Vec<_> = hosts.iter().map(|h| sb.store_paths(h)).collect();
-    let book = runbook(&sb, "slow.rhai", "exec(hosts(), \"sleep 3\");\ncopy(build(hosts()));\n");
+    let book = runbook(
+        &sb,
+        "slow.rhai",
+        "exec(hosts(), \"sleep 3\");\ncopy(build(hosts()));\n",
+    );
     let run = Background::start(&sb, &book, &["--parallel", "1", "--json"]);
     assert!(
-        eventually(Duration::from_secs(60), || !exec_hosts(&run.events(), "started").is_empty()),
+        eventually(Duration::from_secs(60), || !exec_hosts(
+            &run.events(),
+            "started"
+        )
+        .is_empty()),
         "no exec ever started"
     );
     run.sigint();
@@ -154,15 +164,24 @@ fn the_first_interrupt_starts_no_new_host_and_skips_later_steps() {
     // The in-flight exec (sleep 3) finished; nothing waited for the other hosts' sleeps.
     assert!(interrupted.elapsed() < Duration::from_secs(8), "{all}");
     let started = exec_hosts(&events, "started");
-    assert_eq!(started.len(), 1, "exec started on more hosts after the interrupt: {all}");
+    assert_eq!(
+        started.len(),
+        1,
+        "exec started on more hosts after the interrupt: {all}"
+    );
     let succeeded = exec_hosts(&events, "succeeded");
-    assert_eq!(succeeded, started, "the in-flight exec did not finish: {all}");
+    assert_eq!(
+        succeeded, started,
+        "the in-flight exec did not finish: {all}"
+    );
     assert!(
         events.iter().any(|e| e["event"] == "run_finished"),
         "no final summary: {all}"
     );
     assert!(
-        !events.iter().any(|e| e["step"] == "copy" || e["step"] == "build"),
+        !events
+            .iter()
+            .any(|e| e["step"] == "copy" || e["step"] == "build"),
         "later steps ran: {all}"
     );
     for (h, before) in hosts.iter().zip(&stores) {
@@ -179,7 +198,12 @@ fn a_second_interrupt_abandons_in_flight_work_at_once() {
     let book = runbook(&sb, "long.rhai", "exec(hosts(), \"sleep 30\");\n");
     let run = Background::start(&sb, &book, &["--json"]);
     assert!(
-        eventually(Duration::from_secs(60), || exec_hosts(&run.events(), "started").len() == 2),
+        eventually(Duration::from_secs(60), || exec_hosts(
+            &run.events(),
+            "started"
+        )
+        .len()
+            == 2),
         "exec never started on both hosts"
     );
     run.sigint();
@@ -213,7 +237,10 @@ fn an_interrupt_during_manual_confirmation_rolls_the_armed_hosts_back() {
         .args(&[base.as_os_str()])
         .args(&["--flake", &sb.flake()])
         .success();
-    let before: Vec<String> = hosts.iter().map(|h| sb.current_system(h).unwrap()).collect();
+    let before: Vec<String> = hosts
+        .iter()
+        .map(|h| sb.current_system(h).unwrap())
+        .collect();
     sb.edit_fleet(|f| {
         for h in hosts {
             f["hosts"][h]["rev"] = common::unique_rev().into();
@@ -241,7 +268,11 @@ fn an_interrupt_during_manual_confirmation_rolls_the_armed_hosts_back() {
     assert!(interrupted.elapsed() < Duration::from_secs(30), "{all}");
     for (h, old) in hosts.iter().zip(&before) {
         assert_eq!(sb.current_system(h).as_ref(), Some(old), "{h}: {all}");
-        assert_eq!(sb.profile_target(h).as_ref(), Some(old), "{h}'s profile: {all}");
+        assert_eq!(
+            sb.profile_target(h).as_ref(),
+            Some(old),
+            "{h}'s profile: {all}"
+        );
     }
     assert!(all.contains("rolled back"), "{all}");
 }

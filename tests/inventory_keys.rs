@@ -72,7 +72,10 @@ fn inventory_keys_land_on_their_host_only_with_exact_content_and_mode() {
         fs::read_to_string(keys.join("late.key")).unwrap(),
         "late-secret-content"
     );
-    assert_eq!(stat_on_host(&sb, "h1", "/run/keys/late.key"), "root:root 600");
+    assert_eq!(
+        stat_on_host(&sb, "h1", "/run/keys/late.key"),
+        "root:root 600"
+    );
     for k in ["db.key", "late.key"] {
         assert!(
             !sb.host_root("h2").join("run/keys").join(k).exists(),
@@ -121,7 +124,10 @@ fn an_inventory_key_owner_still_missing_after_activation_fails_the_host() {
     assert!(text.contains("still do not exist"), "{out}");
     assert!(text.contains("nixdeploy-test-missing"), "{out}");
     // Uploaded owned by root until then, never left to the wrong owner.
-    assert_eq!(stat_on_host(&sb, "h1", "/run/keys/ghost.key"), "root:root 600");
+    assert_eq!(
+        stat_on_host(&sb, "h1", "/run/keys/ghost.key"),
+        "root:root 600"
+    );
 }
 
 #[test]

@@ -96,7 +96,11 @@ fn assert_refused_naming_the_holder(sb: &Sandbox, book: &Path) {
         text.contains("hold.rhai") && text.contains("pid="),
         "holder not named: {out}"
     );
-    assert_eq!(sb.current_system("h1"), before, "refused run changed h1: {out}");
+    assert_eq!(
+        sb.current_system("h1"),
+        before,
+        "refused run changed h1: {out}"
+    );
 }
 
 fn assert_force_unlock_deploys(sb: &Sandbox, book: &Path) {
@@ -105,10 +109,15 @@ fn assert_force_unlock_deploys(sb: &Sandbox, book: &Path) {
     out.assert_success();
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
-        text.contains("--force-unlock: breaking the deploy lock of h1") && text.contains("hold.rhai"),
+        text.contains("--force-unlock: breaking the deploy lock of h1")
+            && text.contains("hold.rhai"),
         "no loud warning naming the broken holder: {out}"
     );
-    assert_ne!(sb.current_system("h1"), before, "h1 was not deployed: {out}");
+    assert_ne!(
+        sb.current_system("h1"),
+        before,
+        "h1 was not deployed: {out}"
+    );
 }
 
 #[test]
