@@ -135,25 +135,52 @@ fn a_lock_held_by_a_live_run_is_refused_and_broken_only_with_force_unlock() {
 }
 
 #[test]
-fn a_lock_left_by_a_killed_run_is_refused_and_broken_only_with_force_unlock() {
+fn a_lock_left_by_a_frozen_run_is_refused_and_broken_only_with_force_unlock() {
     if !common::skip_unless_root() {
         return;
     }
     let sb = Sandbox::up(1);
-    kill9(start_holder(&sb));
+    let holder = start_holder(&sb);
+    // SIGSTOP: the run's connection stays open but sends no heartbeat — a lock left behind.
+    signal(&holder, libc::SIGSTOP);
     new_generation(&sb);
     let book = runbook(&sb, "apply.rhai", APPLY);
-    if lock_free(&sb) {
-        // The holder's connection died with it: nothing is left to refuse or break.
-        run(&sb, &book, &[]).assert_success();
-        return;
-    }
     assert_refused_naming_the_holder(&sb, &book);
     assert_force_unlock_deploys(&sb, &book);
+    kill9(holder);
 }
 
 #[test]
-fn a_lock_left_by_a_killed_run_expires_on_its_own() {
+fn a_lock_left_by_a_frozen_run_expires_after_its_last_heartbeat() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let holder = start_holder(&sb);
+    signal(&holder, libc::SIGSTOP);
+    let frozen = Instant::now();
+    assert!(
+        !lock_free(&sb),
+        "the lock ended while its holder's connection was open"
+    );
+    assert!(
+        eventually(Duration::from_secs(40), || lock_free(&sb)),
+        "h1's lock still held {:?} after its holder froze",
+        frozen.elapsed()
+    );
+    // 30 s expiry after the last heartbeat, which came at most 5 s before the freeze.
+    assert!(
+        frozen.elapsed() >= Duration::from_secs(20),
+        "{:?}",
+        frozen.elapsed()
+    );
+    eprintln!("lock expired {:?} after SIGSTOP", frozen.elapsed());
+    kill9(holder);
+    deploys_now(&sb);
+}
+
+#[test]
+fn a_lock_ends_as_soon_as_a_killed_holder_s_connection_closes() {
     if !common::skip_unless_root() {
         return;
     }
@@ -166,9 +193,23 @@ fn a_lock_left_by_a_killed_run_expires_on_its_own() {
         killed.elapsed()
     );
     eprintln!("lock freed {:?} after SIGKILL", killed.elapsed());
-    new_generation(&sb);
+    deploys_now(&sb);
+}
+
+/// A plain run (no `--force-unlock`) deploys a new generation to h1.
+fn deploys_now(sb: &Sandbox) {
+    new_generation(sb);
     let before = sb.current_system("h1");
-    let book = runbook(&sb, "apply.rhai", APPLY);
-    run(&sb, &book, &[]).assert_success();
+    let book = runbook(sb, "apply.rhai", APPLY);
+    run(sb, &book, &[]).assert_success();
     assert_ne!(sb.current_system("h1"), before);
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as i32, sig) },
+        0,
+        "kill {sig}"
+    );
 }
