@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ fn collect(
 }
 
 impl Background {
-    fn start(sb: &Sandbox, book: &PathBuf, extra: &[&str]) -> Background {
+    fn start(sb: &Sandbox, book: &Path, extra: &[&str]) -> Background {
         let mut child = Command::new(common::BIN)
             .args(["run".as_ref(), book.as_os_str()])
             .args(["--flake", &sb.flake()])
