@@ -165,6 +165,9 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         run_options,
         &source,
     )?;
+    // Inventory keys are uploaded mid-runbook; a bad spec must stop the run before it touches
+    // any host, not after `copy` has already changed their stores.
+    crate::keys::check_hosts(&ctx.allowed).map_err(Failure::input)?;
     watch_interrupts(&runtime, &ctx);
     ctx.reporter.emit(Event::RunStarted {
         runbook: source.clone(),
@@ -198,7 +201,9 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     if exit == Exit::Success && (!recorder.all_good() || !unhandled.is_empty()) {
         exit = Exit::HostsFailed;
     }
-    if exit == Exit::Success && ctx.interrupt.stopping() {
+    // An interrupted run says so, even though hosts it abandoned or never started show as
+    // failed; the summary still lists every host's real state.
+    if matches!(exit, Exit::Success | Exit::HostsFailed) && ctx.interrupt.stopping() {
         exit = Exit::Interrupted;
     }
     crate::commands::journal_run(&ctx, started.elapsed());

@@ -5,4 +5,4 @@ mod remote;
 mod spec;
 
 pub use remote::{fix_owners, upload, HostKeys, Uploaded};
-pub use spec::{KeySpec, Secret, Source, UploadAt};
+pub use spec::{check_hosts, KeySpec, Secret, Source, UploadAt};

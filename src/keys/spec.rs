@@ -60,6 +60,19 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Validates every inventory key of `hosts` (spec and readable source) without contacting any
+/// host, so a bad spec stops a run before its first step rather than at `upload_keys`.
+pub fn check_hosts(hosts: &[std::sync::Arc<crate::fleet::Host>]) -> Result<(), String> {
+    for host in hosts {
+        for (name, value) in &host.keys {
+            KeySpec::parse(value, Some(name))
+                .and_then(|spec| spec.check_source())
+                .map_err(|e| format!("host {}: inventory {e}", host.name))?;
+        }
+    }
+    Ok(())
+}
+
 fn valid_account(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32

@@ -76,6 +76,10 @@ pub async fn aborted(interrupt: &Interrupt) {
     }
 }
 
+/// Steps that bring hosts back to a safe state: the first Ctrl-C must not hold them back, or the
+/// end-of-run settle could not roll armed hosts back and they would wait out their timeout.
+const UNDO_STEPS: [&str; 1] = ["rollback"];
+
 /// Runs `work` for every host, at most `ctx.options.parallel` at once, reporting each host's step
 /// as it starts and ends. Results come back in the order of `hosts`.
 pub async fn fan_out<T, F, Fut>(
@@ -105,7 +109,7 @@ where
                 .acquire_owned()
                 .await
                 .expect("semaphore is never closed");
-            if ctx.interrupt.stopping() {
+            if ctx.interrupt.stopping() && !UNDO_STEPS.contains(&step.as_str()) {
                 return Err("not started: the run was interrupted".to_string());
             }
             run_one(&ctx, &host, &step, work(host.clone())).await
