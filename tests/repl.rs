@@ -59,7 +59,12 @@ impl Pane {
         let start = Instant::now();
         while start.elapsed() < limit {
             let text = self.text();
-            if text.lines().rev().find(|l| !l.trim().is_empty()).is_some_and(|l| l.trim_end() == "nixdeploy>") {
+            if text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.trim_end() == "nixdeploy>")
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -193,7 +193,11 @@ fn a_second_run_is_refused_while_the_first_holds_the_deploy_lock() {
     );
     let text = format!("{}{}", second.stdout, second.stderr);
     assert!(text.contains("locked by another deployment"), "{second}");
-    assert_eq!(second.code(), Some(1), "a refused host is a failed host: {second}");
+    assert_eq!(
+        second.code(),
+        Some(1),
+        "a refused host is a failed host: {second}"
+    );
     assert!(
         text.contains("slow.rhai") && text.contains("pid="),
         "holder not named: {second}"

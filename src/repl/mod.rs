@@ -217,6 +217,8 @@ fn handle(session: &mut Session, ctx: &Context, api: &[FnDoc], line: &str) -> bo
         }
         _ => session.eval("<repl>", line),
     };
+    // End this input's progress bars first: clearing them must not erase what is printed next.
+    ctx.reporter.finish();
     match outcome {
         Ok(value) if !value.is_unit() => println!("{}", crate::engine::display(session, &value)),
         Ok(_) => {}

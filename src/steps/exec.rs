@@ -53,7 +53,10 @@ pub async fn exec(
 
 /// A per-command file on the host that records the command's ssh session id.
 fn session_file() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("/run/nixdeploy/exec-{}-{nanos:x}.sid", std::process::id())
 }
 
