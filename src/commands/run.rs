@@ -43,24 +43,20 @@ pub struct Options {
 const USAGE: &str = "Usage: nixdeploy run RUNBOOK [--flake REF] [--on SELECTOR] [--parallel N] [--set KEY=VALUE]... \
 [--json] [--dry-run] [--yes] [--force-unlock] [--lib DIR]...";
 
-/// Parses `--set key=value` into the runbook's `params` map (numbers and booleans typed).
-pub fn parse_params(set: &[String]) -> Result<rhai::Map, Failure> {
-    let mut params = rhai::Map::new();
+/// Splits `--set key=value` flags (values are typed later, against the runbook's declarations).
+pub fn parse_set(set: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    let mut pairs = Vec::new();
     for item in set {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(Failure::input(format!(
-                "--set `{item}`: expected KEY=VALUE"
-            )));
+            return Err(Failure::input(format!("--set `{item}`: expected KEY=VALUE")));
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(Failure::input(format!(
-                "--set `{item}`: the key must be letters, digits and `_`"
-            )));
+            return Err(Failure::input(format!("--set `{item}`: the key must be letters, digits and `_`")));
         }
-        params.insert(key.into(), rhai::Dynamic::from(value.to_string()));
+        pairs.push((key.to_string(), value.to_string()));
     }
-    Ok(params)
+    Ok(pairs)
 }
 
 /// Builds the async runtime and the context every step shares.
@@ -126,14 +122,16 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         )
         .into());
     };
-    if opts.help {
-        println!("{USAGE}");
-        return Ok(Exit::Success);
-    }
-    let params = parse_params(&opts.set)?;
+    let pairs = parse_set(&opts.set)?;
     let source = runbook.display().to_string();
     let text = std::fs::read_to_string(&runbook)
         .map_err(|e| Failure::input(format!("cannot read runbook {source}: {e}")))?;
+    let declared = crate::engine::params::declared(&source, &text).map_err(Failure::input)?;
+    if opts.help {
+        println!("{USAGE}\n\n{source}\n{}", crate::engine::params::render_help(&declared));
+        return Ok(Exit::Success);
+    }
+    let params = crate::engine::params::resolve(&declared, &pairs).map_err(Failure::input)?;
 
     // Compile before anything else: a broken runbook touches nothing and costs no evaluation.
     let mut probe = Session::new(None, params.clone(), opts.lib.clone(), Default::default());

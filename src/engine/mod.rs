@@ -6,6 +6,7 @@ pub mod docs;
 mod errors;
 mod modules;
 mod session;
+pub mod params;
 pub mod stdlib;
 
 pub use errors::{render_parse_error, RunbookError};
