@@ -23,16 +23,21 @@ fn a_deploy_and_a_rolled_back_deploy_are_both_journalled_with_their_states() {
         argv.extend_from_slice(args);
         sb.nixdeploy(&argv).output()
     };
-    // Two hosts, not one host twice: a confirmed watchdog currently keeps the host's
-    // activation lock, so a second run on the same host is refused as "pending".
-    run(&["--on", "h2"]).assert_success();
+    run(&["--on", "h1,h2"]).assert_success();
     let deployed = sb
         .current_system("h2")
         .expect("h2 runs a system after the deploy");
+    let h1_before = sb
+        .current_system("h1")
+        .expect("h1 runs a system after the deploy");
 
     sb.set_behavior("h1", "fail-activation");
     run(&["--on", "h1"]).assert_code(1);
-    assert_eq!(sb.current_system("h1"), None);
+    assert_eq!(
+        sb.current_system("h1"),
+        Some(h1_before),
+        "h1 rolled back to what it ran"
+    );
 
     let log = sb.nixdeploy(&["log"]).output();
     log.assert_success();
@@ -54,11 +59,12 @@ fn a_deploy_and_a_rolled_back_deploy_are_both_journalled_with_their_states() {
     let h1 = sb.nixdeploy(&["log", "h1", "--json"]).output();
     h1.assert_success();
     let records = h1.json_lines();
-    assert_eq!(records.len(), 1, "{records:#?}");
-    let second = &records[0];
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0]["state"], "deployed");
+    let second = &records[1];
     assert_eq!(second["state"], "rolled back");
     assert_eq!(second["selector"], "h1");
-    assert!(second["path_after"].is_null(), "{second}");
+    assert_eq!(second["path_after"], records[0]["path_after"], "{second}");
     assert!(second["message"].is_string(), "{second}");
     assert_ne!(first["run_id"], second["run_id"]);
 }

@@ -345,10 +345,18 @@ const DECLARED: &str = "//! param batch: int = 2  hosts per wave\n//! param mode
 fn run_help_lists_the_runbooks_declared_parameters() {
     let fx = Fixture::new();
     let rb = fx.file("declared.rhai", DECLARED);
-    let out = Command::new(env!("CARGO_BIN_EXE_nixdeploy")).arg("run").arg(&rb).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nixdeploy"))
+        .arg("run")
+        .arg(&rb)
+        .arg("--help")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(stdout.contains("batch") && stdout.contains("int") && stdout.contains("hosts per wave"), "{stdout}");
+    assert!(
+        stdout.contains("batch") && stdout.contains("int") && stdout.contains("hosts per wave"),
+        "{stdout}"
+    );
     assert!(stdout.contains("(default: switch)"), "{stdout}");
 }
 
@@ -358,7 +366,10 @@ fn set_values_are_type_checked_before_anything_runs() {
     let rb = fx.file("declared.rhai", DECLARED);
     let (code, stderr) = fx.run(&rb, &["--set", "batch=many"]);
     assert_eq!(code, 4, "{stderr}");
-    assert!(stderr.contains("--set batch") && stderr.contains("not an int"), "{stderr}");
+    assert!(
+        stderr.contains("--set batch") && stderr.contains("not an int"),
+        "{stderr}"
+    );
     let (code, stderr) = fx.run(&rb, &["--set", "colour=red"]);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("no parameter `colour`"), "{stderr}");
@@ -378,6 +389,10 @@ fn declared_parameters_arrive_typed_with_defaults() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("5 switch"), "{stdout}");
 }

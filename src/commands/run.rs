@@ -48,11 +48,15 @@ pub fn parse_set(set: &[String]) -> Result<Vec<(String, String)>, Failure> {
     let mut pairs = Vec::new();
     for item in set {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(Failure::input(format!("--set `{item}`: expected KEY=VALUE")));
+            return Err(Failure::input(format!(
+                "--set `{item}`: expected KEY=VALUE"
+            )));
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(Failure::input(format!("--set `{item}`: the key must be letters, digits and `_`")));
+            return Err(Failure::input(format!(
+                "--set `{item}`: the key must be letters, digits and `_`"
+            )));
         }
         pairs.push((key.to_string(), value.to_string()));
     }
@@ -128,7 +132,10 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         .map_err(|e| Failure::input(format!("cannot read runbook {source}: {e}")))?;
     let declared = crate::engine::params::declared(&source, &text).map_err(Failure::input)?;
     if opts.help {
-        println!("{USAGE}\n\n{source}\n{}", crate::engine::params::render_help(&declared));
+        println!(
+            "{USAGE}\n\n{source}\n{}",
+            crate::engine::params::render_help(&declared)
+        );
         return Ok(Exit::Success);
     }
     let params = crate::engine::params::resolve(&declared, &pairs).map_err(Failure::input)?;

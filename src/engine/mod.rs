@@ -5,8 +5,8 @@ pub mod api;
 pub mod docs;
 mod errors;
 mod modules;
-mod session;
 pub mod params;
+mod session;
 pub mod stdlib;
 
 pub use errors::{render_parse_error, RunbookError};

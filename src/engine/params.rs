@@ -57,8 +57,14 @@ impl Kind {
     fn value(self, text: &str) -> Result<Dynamic, String> {
         Ok(match self {
             Kind::String => Dynamic::from(text.to_string()),
-            Kind::Int => Dynamic::from(text.parse::<i64>().map_err(|_| format!("`{text}` is not an int"))?),
-            Kind::Float => Dynamic::from(text.parse::<f64>().map_err(|_| format!("`{text}` is not a float"))?),
+            Kind::Int => Dynamic::from(
+                text.parse::<i64>()
+                    .map_err(|_| format!("`{text}` is not an int"))?,
+            ),
+            Kind::Float => Dynamic::from(
+                text.parse::<f64>()
+                    .map_err(|_| format!("`{text}` is not a float"))?,
+            ),
             Kind::Bool => match text {
                 "true" | "yes" | "1" => Dynamic::from(true),
                 "false" | "no" | "0" => Dynamic::from(false),
@@ -72,31 +78,48 @@ impl Kind {
 pub fn declared(source: &str, text: &str) -> Result<Vec<Param>, String> {
     let mut params = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let Some(rest) = line.trim_start().strip_prefix("//! param ") else { continue };
+        let Some(rest) = line.trim_start().strip_prefix("//! param ") else {
+            continue;
+        };
         let at = format!("{source}:{}", i + 1);
-        let (name, rest) = rest
-            .split_once(':')
-            .ok_or_else(|| format!("{at}: a parameter is declared as `//! param NAME: TYPE [= DEFAULT] help`"))?;
+        let (name, rest) = rest.split_once(':').ok_or_else(|| {
+            format!("{at}: a parameter is declared as `//! param NAME: TYPE [= DEFAULT] help`")
+        })?;
         let name = name.trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("{at}: parameter name `{name}` must be letters, digits and `_`"));
+            return Err(format!(
+                "{at}: parameter name `{name}` must be letters, digits and `_`"
+            ));
         }
         let rest = rest.trim_start();
-        let kind_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
-        let kind = Kind::parse(&rest[..kind_len])
-            .ok_or_else(|| format!("{at}: parameter `{name}` has unknown type `{}`; use string, int, float or bool", &rest[..kind_len]))?;
+        let kind_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let kind = Kind::parse(&rest[..kind_len]).ok_or_else(|| {
+            format!(
+                "{at}: parameter `{name}` has unknown type `{}`; use string, int, float or bool",
+                &rest[..kind_len]
+            )
+        })?;
         let rest = rest[kind_len..].trim_start();
         let (default, help) = match rest.strip_prefix('=') {
             Some(after) => {
                 let after = after.trim_start();
                 let (value, help) = if let Some(quoted) = after.strip_prefix('"') {
-                    let end = quoted.find('"').ok_or_else(|| format!("{at}: unterminated default of `{name}`"))?;
-                    (quoted[..end].to_string(), quoted[end + 1..].trim().to_string())
+                    let end = quoted
+                        .find('"')
+                        .ok_or_else(|| format!("{at}: unterminated default of `{name}`"))?;
+                    (
+                        quoted[..end].to_string(),
+                        quoted[end + 1..].trim().to_string(),
+                    )
                 } else {
                     let end = after.find(char::is_whitespace).unwrap_or(after.len());
                     (after[..end].to_string(), after[end..].trim().to_string())
                 };
-                let _checked = kind.value(&value).map_err(|e| format!("{at}: default of `{name}`: {e}"))?;
+                let _checked = kind
+                    .value(&value)
+                    .map_err(|e| format!("{at}: default of `{name}`: {e}"))?;
                 (Some(value), help)
             }
             None => (None, rest.trim().to_string()),
@@ -104,7 +127,12 @@ pub fn declared(source: &str, text: &str) -> Result<Vec<Param>, String> {
         if params.iter().any(|p: &Param| p.name == name) {
             return Err(format!("{at}: parameter `{name}` is declared twice"));
         }
-        params.push(Param { name: name.to_string(), kind, default, help });
+        params.push(Param {
+            name: name.to_string(),
+            kind,
+            default,
+            help,
+        });
     }
     Ok(params)
 }
@@ -122,7 +150,10 @@ pub fn resolve(declared: &[Param], set: &[(String, String)]) -> Result<Map, Stri
     for (k, v) in set {
         let Some(p) = declared.iter().find(|p| &p.name == k) else {
             let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
-            return Err(format!("--set {k}: this runbook has no parameter `{k}`; its parameters: {}", known.join(", ")));
+            return Err(format!(
+                "--set {k}: this runbook has no parameter `{k}`; its parameters: {}",
+                known.join(", ")
+            ));
         };
         let value = p.kind.value(v).map_err(|e| format!("--set {k}: {e}"))?;
         map.insert(k.as_str().into(), value);
@@ -135,7 +166,12 @@ pub fn resolve(declared: &[Param], set: &[(String, String)]) -> Result<Map, Stri
             Some(d) => {
                 map.insert(p.name.as_str().into(), p.kind.value(d)?);
             }
-            None => return Err(format!("parameter `{}` is required: pass --set {}=...", p.name, p.name)),
+            None => {
+                return Err(format!(
+                    "parameter `{}` is required: pass --set {}=...",
+                    p.name, p.name
+                ))
+            }
         }
     }
     Ok(map)
@@ -153,7 +189,13 @@ pub fn render_help(params: &[Param]) -> String {
             Some(d) => format!(" (default: {d})"),
             None => " (required)".to_string(),
         };
-        out.push_str(&format!("  {:<width$}  {:<6} {}{}\n", p.name, p.kind.name(), p.help, default));
+        out.push_str(&format!(
+            "  {:<width$}  {:<6} {}{}\n",
+            p.name,
+            p.kind.name(),
+            p.help,
+            default
+        ));
     }
     out
 }
@@ -177,7 +219,11 @@ mod tests {
     #[test]
     fn set_values_are_typed_and_defaults_filled() {
         let p = declared("r.rhai", HEADER).unwrap();
-        let m = resolve(&p, &[("batch".into(), "4".into()), ("soak".into(), "1.5".into())]).unwrap();
+        let m = resolve(
+            &p,
+            &[("batch".into(), "4".into()), ("soak".into(), "1.5".into())],
+        )
+        .unwrap();
         assert_eq!(m["batch"].as_int().unwrap(), 4);
         assert_eq!(m["mode"].clone().into_string().unwrap(), "switch");
     }
@@ -185,8 +231,15 @@ mod tests {
     #[test]
     fn bad_set_values_are_rejected() {
         let p = declared("r.rhai", HEADER).unwrap();
-        assert!(resolve(&p, &[("batch".into(), "many".into()), ("soak".into(), "1".into())]).unwrap_err().contains("not an int"));
-        assert!(resolve(&p, &[("colour".into(), "red".into())]).unwrap_err().contains("no parameter `colour`"));
+        assert!(resolve(
+            &p,
+            &[("batch".into(), "many".into()), ("soak".into(), "1".into())]
+        )
+        .unwrap_err()
+        .contains("not an int"));
+        assert!(resolve(&p, &[("colour".into(), "red".into())])
+            .unwrap_err()
+            .contains("no parameter `colour`"));
         assert!(resolve(&p, &[]).unwrap_err().contains("`soak` is required"));
     }
 
@@ -194,6 +247,8 @@ mod tests {
     fn malformed_declarations_name_their_line() {
         let err = declared("r.rhai", "\n//! param x: number\n").unwrap_err();
         assert!(err.starts_with("r.rhai:2:"), "{err}");
-        assert!(declared("r.rhai", "//! param x: int = abc\n").unwrap_err().contains("not an int"));
+        assert!(declared("r.rhai", "//! param x: int = abc\n")
+            .unwrap_err()
+            .contains("not an int"));
     }
 }

@@ -152,7 +152,7 @@ pub async fn run_one<T>(
         Ok(o) => (o.state, o.message.clone()),
         Err(e) => (StepState::Failed, Some(e.clone())),
     };
-    if result.is_err() {
+    if result.is_err() && ctx.reporter.recorder().state(&host.name) != FinalState::RolledBack {
         // The step could not do its work on this host (unreachable, copy or build failed):
         // the host has failed, whatever the runbook does next.
         ctx.reporter.emit(Event::HostState {
