@@ -52,6 +52,15 @@ pub async fn build(
         .partition(|h| place(h) == BuildOn::Target);
     let mut results: BTreeMap<String, Result<Outcome<Built>, String>> = BTreeMap::new();
 
+    // Hosts being built are about to be copied to: open their connections while Nix builds
+    // (key exchange is the slow part of a redeploy), so the copy finds them ready.
+    for h in hosts {
+        let (ctx, target) = (ctx.clone(), ctx.target(h));
+        tokio::spawn(async move {
+            let _ = ctx.pool.get(&target).await;
+        });
+    }
+
     // Hosts built by this machine's Nix: one invocation per distinct set of forced builders.
     let mut groups: BTreeMap<Option<String>, Vec<Arc<Host>>> = BTreeMap::new();
     for h in here {
