@@ -4,7 +4,13 @@
 use std::path::Path;
 use std::process::Command;
 
-const NIX: &[&str] = &["--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""];
+const NIX: &[&str] = &[
+    "--extra-experimental-features",
+    "nix-command flakes",
+    "--option",
+    "substituters",
+    "",
+];
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -17,8 +23,15 @@ fn lock(flake: &Path, update: bool) {
     if update {
         cmd.args(["--update-input", "ops"]);
     }
-    let out = cmd.arg(format!("path:{}", flake.display())).output().unwrap();
-    assert!(out.status.success(), "nix flake lock: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .arg(format!("path:{}", flake.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nix flake lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn run(dir: &Path) -> String {
@@ -31,7 +44,11 @@ fn run(dir: &Path) -> String {
         .env("NIX_CONFIG", "substituters =")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -90,7 +107,10 @@ fn an_unknown_flake_input_is_an_error_naming_the_inputs() {
             lib = dir.join("lib").display()
         ),
     );
-    write(&dir.join("deploy/uses-lib.rhai"), "import \"flake:opz/rollout\" as lib;\n");
+    write(
+        &dir.join("deploy/uses-lib.rhai"),
+        "import \"flake:opz/rollout\" as lib;\n",
+    );
     lock(&dir.join("deploy"), false);
     let out = Command::new(env!("CARGO_BIN_EXE_nixdeploy"))
         .arg("run")
@@ -102,6 +122,9 @@ fn an_unknown_flake_input_is_an_error_naming_the_inputs() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("no input `opz`") && stderr.contains("ops"), "{stderr}");
+    assert!(
+        stderr.contains("no input `opz`") && stderr.contains("ops"),
+        "{stderr}"
+    );
     assert!(stderr.contains("uses-lib.rhai:1:8"), "{stderr}");
 }

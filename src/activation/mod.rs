@@ -229,6 +229,10 @@ async fn activate_one(
     if unchanged {
         value.state = "unchanged".into();
         value.generation = now.profile_link.as_deref().and_then(generation_of);
+        // Keys uploaded before this (non-)activation still get their owner, or an error.
+        if !ctx.options.dry_run {
+            crate::keys::fix_owners(ctx, host).await?;
+        }
         return Ok(Outcome::skipped(value, format!("already runs {path}")));
     }
     if ctx.options.dry_run {

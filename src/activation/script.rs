@@ -45,7 +45,7 @@ pub fn watchdog(a: &Activation) -> String {
         a.mode.as_str(),
         quote(&activation_dir(a.token)),
         if a.magic { 1 } else { 0 },
-        a.confirm_timeout.as_millis() / 50,
+        a.confirm_timeout.as_millis() / 100,
         a.activation_timeout.as_secs().max(1),
     );
     head + WATCHDOG_BODY
@@ -98,7 +98,7 @@ if [ "$MAGIC" = 1 ]; then
   while [ "$i" -lt "$CONFIRM_TICKS" ]; do
     if [ -e "$D/confirm" ]; then state confirmed; exit 0; fi
     if [ -e "$D/rollback" ]; then rollback requested; exit 0; fi
-    sleep 0.05
+    sleep 0.1
     i=$((i + 1))
   done
   if [ -e "$D/confirm" ]; then state confirmed; exit 0; fi
@@ -129,9 +129,9 @@ pub fn observe(token: &str) -> String {
     let d = quote(&activation_dir(token));
     format!(
         "D={d}; tail -n +1 -f \"$D/log\" 2>/dev/null & t=$!; \
-         while :; do s=$(cat \"$D/state\" 2>/dev/null || true); \
-         case \"$s\" in ''|activating|rolling-back) sleep 0.05;; *) break;; esac; done; \
-         sleep 0.1; kill $t 2>/dev/null; printf '\\n@@nixdeploy-state %s\\n' \"$s\""
+         while :; do s=; read -r s < \"$D/state\" 2>/dev/null; \
+         case \"$s\" in ''|activating|rolling-back) sleep 0.1;; *) break;; esac; done; \
+         sleep 0.05; kill $t 2>/dev/null; printf '\\n@@nixdeploy-state %s\\n' \"$s\""
     )
 }
 
@@ -141,9 +141,9 @@ pub fn confirm(token: &str) -> String {
     let d = quote(&activation_dir(token));
     format!(
         "D={d}; i=0; s=$(cat \"$D/state\" 2>/dev/null || echo missing); \
-         while [ \"$s\" = activating ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); s=$(cat \"$D/state\"); done; \
+         while [ \"$s\" = activating ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); read -r s < \"$D/state\"; done; \
          if [ \"$s\" = armed ]; then touch \"$D/confirm\"; i=0; \
-         while [ \"$s\" = armed ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); s=$(cat \"$D/state\"); done; fi; \
+         while [ \"$s\" = armed ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); read -r s < \"$D/state\"; done; fi; \
          echo \"$s\""
     )
 }
@@ -213,7 +213,7 @@ mod tests {
         assert!(s.starts_with(
             "PROFILE=/nix/var/nix/profiles/system\nNEW='/nix/store/x y'\nMODE=switch\n"
         ));
-        assert!(s.contains("CONFIRM_TICKS=600\n"));
+        assert!(s.contains("CONFIRM_TICKS=300\n"));
         assert!(s.contains("MAGIC=1\n"));
     }
 

@@ -66,7 +66,15 @@ async fn copy_one(
 ) -> anyhow::Result<Outcome<Copied>> {
     let target = ctx.target(host);
     let conn = ctx.pool.get(&target).await?;
-    let missing = missing_paths(&conn, path).await?;
+    // A real run only needs to know whether the host has the system; `nix copy` works out the
+    // missing paths itself. The dry run lists exactly which paths would go.
+    let missing = if ctx.options.dry_run {
+        missing_paths(&conn, path).await?
+    } else if has_path(&conn, path).await? {
+        Vec::new()
+    } else {
+        vec![path.to_string()]
+    };
     let copied = Copied {
         path: path.to_string(),
         paths: missing.clone(),
@@ -100,8 +108,29 @@ async fn copy_one(
     if !out.success() {
         bail!("nix copy to {} failed: {}", host.name, out.error_line());
     }
-    let n = missing.len();
-    Ok(Outcome::done(copied).with_message(format!("{n} path(s)")))
+    // What Nix really sent, from its own log.
+    let sent: Vec<String> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("copying path '"))
+        .filter_map(|l| l.split('\'').next())
+        .map(str::to_string)
+        .collect();
+    let n = sent.len();
+    Ok(Outcome::done(Copied {
+        paths: sent,
+        ..copied
+    })
+    .with_message(format!("{n} path(s)")))
+}
+
+/// Does the host's store have `path` (and so, by Nix's closure invariant, all of its closure)?
+async fn has_path(conn: &Connection, path: &str) -> anyhow::Result<bool> {
+    let probe = format!(
+        "nix-store --check-validity {} 2>/dev/null",
+        crate::transport::quote(path)
+    );
+    Ok(conn.run(&probe, None).await?.success())
 }
 
 /// The paths of `path`'s closure that the host's store lacks (empty when it has the system).
