@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail};
 use crate::context::Context;
 use crate::fleet::Host;
 use crate::report::{Event, FinalState, StepState};
-use crate::steps::{fan_out, HostResult, Outcome};
+use crate::steps::{fan_out, fan_out_paths, HostResult, Outcome};
 use crate::transport::Stream;
 use script::Activation;
 
@@ -166,18 +166,11 @@ pub async fn activate(
     items: Vec<(Arc<Host>, String)>,
     opts: ActivateOptions,
 ) -> Vec<HostResult<Activated>> {
-    let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
-    let paths: Arc<std::collections::HashMap<String, String>> = Arc::new(
-        items
-            .into_iter()
-            .map(|(h, p)| (h.name.to_string(), p))
-            .collect(),
-    );
     let c = ctx.clone();
-    fan_out(ctx, &hosts, "activate", move |host| {
-        let (ctx, paths, opts) = (c.clone(), paths.clone(), opts.clone());
+    fan_out_paths(ctx, items, "activate", move |host, path| {
+        let ctx = c.clone();
+        let opts = opts.clone();
         async move {
-            let path = paths.get(host.name.as_str()).cloned().unwrap_or_default();
             let result = activate_one(&ctx, &host, &path, &opts).await;
             let previous = ctx.reporter.recorder().state(&host.name);
             let state = match &result {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 
-use super::{fan_out, HostResult, Outcome};
+use super::{fan_out_paths, HostResult, Outcome};
 use crate::context::Context;
 use crate::fleet::Host;
 use crate::nix::{run_local, StoreUri};
@@ -40,20 +40,11 @@ pub async fn copy(
     items: Vec<(Arc<Host>, String)>,
     opts: CopyOptions,
 ) -> Vec<HostResult<Copied>> {
-    let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
-    let paths: Arc<std::collections::HashMap<String, String>> = Arc::new(
-        items
-            .into_iter()
-            .map(|(h, p)| (h.name.to_string(), p))
-            .collect(),
-    );
     let c = ctx.clone();
-    fan_out(ctx, &hosts, "copy", move |host| {
-        let (ctx, paths, opts) = (c.clone(), paths.clone(), opts.clone());
-        async move {
-            let path = paths.get(host.name.as_str()).cloned().unwrap_or_default();
-            copy_one(&ctx, &host, &path, &opts).await
-        }
+    fan_out_paths(ctx, items, "copy", move |host, path| {
+        let ctx = c.clone();
+        let opts = opts.clone();
+        async move { copy_one(&ctx, &host, &path, &opts).await }
     })
     .await
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 
-use super::{fan_out, HostResult, Outcome};
+use super::{fan_out_paths, HostResult, Outcome};
 use crate::context::Context;
 use crate::fleet::Host;
 use crate::nix::run_local;
@@ -32,18 +32,10 @@ pub struct Diffed {
 
 /// Diffs the closure each host runs against `path` of its `(host, path)` pair.
 pub async fn diff(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>) -> Vec<HostResult<Diffed>> {
-    let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
-    let paths: Arc<std::collections::HashMap<String, String>> = Arc::new(
-        items
-            .into_iter()
-            .map(|(h, p)| (h.name.to_string(), p))
-            .collect(),
-    );
     let c = ctx.clone();
-    fan_out(ctx, &hosts, "diff", move |host| {
-        let (ctx, paths) = (c.clone(), paths.clone());
+    fan_out_paths(ctx, items, "diff", move |host, path| {
+        let ctx = c.clone();
         async move {
-            let path = paths.get(host.name.as_str()).cloned().unwrap_or_default();
             let value = closure_diff(&ctx, &host, &path).await?;
             let note = if value.no_change {
                 "no change".to_string()

@@ -125,6 +125,30 @@ where
     results
 }
 
+/// [`fan_out`] over `(host, system path)` pairs: `work` receives each host with its own path.
+pub async fn fan_out_paths<T, F, Fut>(
+    ctx: &Arc<Context>,
+    items: Vec<(Arc<Host>, String)>,
+    step: &str,
+    work: F,
+) -> Vec<HostResult<T>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Host>, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Outcome<T>>> + Send + 'static,
+{
+    let hosts: Vec<Arc<Host>> = items.iter().map(|(h, _)| h.clone()).collect();
+    let paths: std::collections::HashMap<String, String> = items
+        .into_iter()
+        .map(|(h, p)| (h.name.to_string(), p))
+        .collect();
+    fan_out(ctx, &hosts, step, move |host| {
+        let path = paths.get(host.name.as_str()).cloned().unwrap_or_default();
+        work(host, path)
+    })
+    .await
+}
+
 /// Runs one host's step, reporting its start and end.
 pub async fn run_one<T>(
     ctx: &Context,
