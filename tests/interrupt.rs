@@ -3,33 +3,13 @@
 
 mod common;
 
-use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
-
-fn runbook(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
-    let path = sb.dir().parent().expect("sandbox parent").join(name);
-    fs::write(&path, body).expect("write runbook");
-    path
-}
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{eventually, runbook, Sandbox};
 
 /// A run in the background whose stdout and stderr lines are collected as they arrive.
 struct Background {

@@ -4,27 +4,13 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Sandbox};
-
-fn runbook(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
-    let path = sb.dir().parent().expect("sandbox parent").join(name);
-    fs::write(&path, body).expect("write runbook");
-    path
-}
-
-fn run(sb: &Sandbox, book: &Path, extra: &[&str]) -> Outcome {
-    sb.nixdeploy(&["run"])
-        .args(&[book.as_os_str()])
-        .args(&["--flake", &sb.flake()])
-        .args(extra)
-        .output()
-}
+use common::{run, runbook, Sandbox};
 
 /// A long secret nobody could find by accident.
 fn random_secret() -> String {

@@ -3,41 +3,9 @@
 
 mod common;
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Sandbox};
-
-/// Writes `body` as a runbook in the sandbox's temp dir and returns its path.
-fn runbook(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
-    let path = sb.dir().parent().expect("sandbox parent").join(name);
-    fs::write(&path, body).expect("write runbook");
-    path
-}
-
-/// `nixdeploy run RUNBOOK --flake FLAKE extra…`, to completion.
-fn run(sb: &Sandbox, book: &Path, extra: &[&str]) -> Outcome {
-    sb.nixdeploy(&["run"])
-        .args(&[book.as_os_str()])
-        .args(&["--flake", &sb.flake()])
-        .args(extra)
-        .output()
-}
-
-/// Polls `cond` every 100 ms until it holds or `limit` passes; returns whether it held.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{eventually, run, runbook, Sandbox};
 
 /// Deploys the fleet as it is and returns each host's system afterwards.
 fn deploy_baseline(sb: &Sandbox, hosts: &[&str]) -> Vec<String> {

@@ -4,38 +4,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outcome, Sandbox};
-
-fn runbook(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
-    let path = sb.dir().parent().expect("sandbox parent").join(name);
-    fs::write(&path, body).expect("write runbook");
-    path
-}
-
-fn run(sb: &Sandbox, book: &Path, extra: &[&str]) -> Outcome {
-    sb.nixdeploy(&["run"])
-        .args(&[book.as_os_str()])
-        .args(&["--flake", &sb.flake()])
-        .args(extra)
-        .output()
-}
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use common::{eventually, run, runbook, Sandbox};
 
 /// Takes h1's deploy lock (through `upload_key`) and then sits on it.
 const HOLD: &str = r#"

@@ -599,3 +599,33 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(&prefix))
         .collect()
 }
+
+/// Writes `body` as a runbook next to the sandbox (in the test's temp dir) and returns its path.
+pub fn runbook(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
+    let path = sb.dir().parent().expect("sandbox parent").join(name);
+    std::fs::write(&path, body).expect("write runbook");
+    path
+}
+
+/// `nixdeploy run RUNBOOK --flake <sandbox flake> extra…`, to completion.
+pub fn run(sb: &Sandbox, book: &Path, extra: &[&str]) -> Outcome {
+    sb.nixdeploy(&["run"])
+        .args(&[book.as_os_str()])
+        .args(&["--flake", &sb.flake()])
+        .args(extra)
+        .output()
+}
+
+/// Polls `cond` every 100 ms until it holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
