@@ -233,17 +233,7 @@ mod tests {
             plain_rollback("/nix/var/nix/profiles/system"),
             probe("/nix/var/nix/profiles/system"),
         ] {
-            let out = std::process::Command::new("sh")
-                .arg("-n")
-                .arg("-c")
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{script}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::transport::assert_valid_shell(&script);
         }
     }
 }

@@ -214,13 +214,7 @@ mod tests {
             swap_command(&[&spec("k")]),
             chown_command("/run/keys/k", "app", "app"),
         ] {
-            let out = std::process::Command::new("sh")
-                .arg("-n")
-                .arg("-c")
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{script}");
+            crate::transport::assert_valid_shell(&script);
         }
     }
 }

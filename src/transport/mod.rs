@@ -5,5 +5,7 @@ mod quote;
 mod ssh;
 
 pub use pool::Pool;
+#[cfg(test)]
+pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};
 pub use ssh::{Connection, Output, Stream, Target};
