@@ -199,59 +199,63 @@ pub async fn activate(
     .await
 }
 
+fn is_unchanged(mode: Mode, now: &Current, path: &str) -> bool {
+    let profile_ok = now.profile.as_deref() == Some(path);
+    let running = now.system.as_deref() == Some(path);
+    match mode {
+        Mode::Switch => running && profile_ok,
+        Mode::Test => running,
+        Mode::Boot => profile_ok,
+        Mode::DryActivate => false,
+    }
+}
+
+/// The outcome for a host that already runs the system.
+async fn unchanged(
+    ctx: &Context,
+    host: &Host,
+    mut value: Activated,
+    link: Option<&str>,
+) -> anyhow::Result<Outcome<Activated>> {
+    value.state = "unchanged".into();
+    value.generation = link.and_then(generation_of);
+    // Keys uploaded before this (non-)activation still get their owner, or an error.
+    if !ctx.options.dry_run {
+        crate::keys::fix_owners(ctx, host).await?;
+    }
+    let message = format!("already runs {}", value.path);
+    Ok(Outcome::skipped(value, message))
+}
+
 async fn activate_one(
     ctx: &Context,
     host: &Host,
     path: &str,
     opts: &ActivateOptions,
 ) -> anyhow::Result<Outcome<Activated>> {
-    let now = current(ctx, host).await?;
     let mut value = Activated {
         path: path.to_string(),
-        previous: now.system.clone(),
         ..Default::default()
     };
-    let profile_ok = now.profile.as_deref() == Some(path);
-    let running = now.system.as_deref() == Some(path);
-    let unchanged = match opts.mode {
-        Mode::Switch => running && profile_ok,
-        Mode::Test => running,
-        Mode::Boot => profile_ok,
-        Mode::DryActivate => false,
-    };
-    if unchanged {
-        value.state = "unchanged".into();
-        value.generation = now.profile_link.as_deref().and_then(generation_of);
-        // Keys uploaded before this (non-)activation still get their owner, or an error.
-        if !ctx.options.dry_run {
-            crate::keys::fix_owners(ctx, host).await?;
+    // A host this run has not locked yet (its copy was skipped) is asked first whether there is
+    // anything to do: an unchanged host is never locked. Otherwise the start command itself
+    // reads what the host runs, so a change costs one round trip before the confirmation.
+    let locked = ctx.locks.lock().unwrap().contains_key(&host.name);
+    if ctx.options.dry_run || !locked {
+        let now = current(ctx, host).await?;
+        value.previous = now.system.clone();
+        if is_unchanged(opts.mode, &now, path) {
+            return unchanged(ctx, host, value, now.profile_link.as_deref()).await;
         }
-        return Ok(Outcome::skipped(value, format!("already runs {path}")));
+        if ctx.options.dry_run {
+            value.state = "planned".into();
+            return Ok(Outcome::planned(
+                value,
+                format!("would {} {path}", opts.mode.as_str()),
+            ));
+        }
+        lock(ctx, host).await?;
     }
-    if ctx.options.dry_run {
-        value.state = "planned".into();
-        return Ok(Outcome::planned(
-            value,
-            format!("would {} {path}", opts.mode.as_str()),
-        ));
-    }
-    let conn = ctx.pool.get(&ctx.target(host)).await?;
-    let has = conn
-        .run(
-            &format!(
-                "test -x {}/bin/switch-to-configuration",
-                crate::transport::quote(path)
-            ),
-            None,
-        )
-        .await?;
-    if !has.success() {
-        bail!(
-            "{path} is not on {} or has no bin/switch-to-configuration; copy it first",
-            host.name
-        );
-    }
-    lock(ctx, host).await?;
     let token = token();
     let magic = opts.magic_rollback && opts.mode.runs_now();
     let act = Activation {
@@ -263,33 +267,41 @@ async fn activate_one(
         confirm_timeout: opts.confirm_timeout,
         activation_timeout: opts.activation_timeout,
     };
-    let launched = conn
-        .run(
-            &script::launch(&token),
-            Some(script::watchdog(&act).as_bytes()),
-        )
-        .await?;
-    if !launched.stdout.contains("launched") {
-        bail!(
-            "could not start the activation on {}: {}",
-            host.name,
-            launched.last_error_line()
-        );
-    }
     let started = Instant::now();
-    let observed = observe(
+    let limit = opts.activation_timeout + Duration::from_secs(15);
+    let run = follow(
         ctx,
         host,
-        &token,
-        opts.activation_timeout + Duration::from_secs(15),
+        &script::start(&act),
+        Some(&script::watchdog(&act)),
+        limit,
     )
     .await;
-    let state = match observed {
-        Ok(s) => s,
-        // The connection died during activation (a configuration that cuts the network, say).
-        Err(_) => String::from("unknown"),
+    let Some(now) = run.current else {
+        // The start command never ran: nothing was launched.
+        return Err(run
+            .error
+            .unwrap_or_else(|| anyhow!("no answer from {} to the activation", host.name)));
     };
-    value.generation = None;
+    value.previous = now.system.clone();
+    let new_link = run.new_link;
+    // No verdict: the connection died during activation (a configuration that cuts the
+    // network, say); the confirmation below finds out over a brand-new connection.
+    let state = run.state.unwrap_or_else(|| "unknown".to_string());
+    match state.as_str() {
+        "unchanged" => return unchanged(ctx, host, value, now.profile_link.as_deref()).await,
+        "missing" => bail!(
+            "{path} is not on {} or has no bin/switch-to-configuration; copy it first",
+            host.name
+        ),
+        s if s.starts_with("failed:setup") => bail!(
+            "could not start the activation on {}: cannot write to {}",
+            host.name,
+            script::STATE_DIR
+        ),
+        _ => {}
+    }
+    value.generation = new_link.as_deref().and_then(generation_of);
     if state == "done" {
         return finished(ctx, host, value).await;
     }
@@ -353,8 +365,10 @@ async fn finished(
     host: &Host,
     mut value: Activated,
 ) -> anyhow::Result<Outcome<Activated>> {
-    if let Ok(now) = current(ctx, host).await {
-        value.generation = now.profile_link.as_deref().and_then(generation_of);
+    if value.generation.is_none() {
+        if let Ok(now) = current(ctx, host).await {
+            value.generation = now.profile_link.as_deref().and_then(generation_of);
+        }
     }
     value.state = "deployed".into();
     // Keys uploaded before their owner existed get their owner now that the new system runs.
@@ -362,18 +376,41 @@ async fn finished(
     Ok(Outcome::done(value))
 }
 
-/// Streams the activation log from the host until the watchdog has a verdict.
-async fn observe(
+/// What a start (or observe) command reported.
+#[derive(Default)]
+struct Followed {
+    /// What the host ran before, when the command got that far.
+    current: Option<Current>,
+    /// The watchdog's verdict, when it came before the connection ended.
+    state: Option<String>,
+    /// The generation link the activation created.
+    new_link: Option<String>,
+    /// Why the command ended without a verdict.
+    error: Option<anyhow::Error>,
+}
+
+/// Runs a start or observe command, streaming the activation log as events, until the watchdog
+/// has a verdict.
+async fn follow(
     ctx: &Context,
     host: &Host,
-    token: &str,
+    command: &str,
+    stdin: Option<&str>,
     limit: Duration,
-) -> anyhow::Result<String> {
-    let conn = ctx.pool.get(&ctx.target(host)).await?;
+) -> Followed {
+    let conn = match ctx.pool.get(&ctx.target(host)).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Followed {
+                error: Some(e),
+                ..Default::default()
+            }
+        }
+    };
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
     let on_line = move |_: Stream, line: &str| {
-        if !line.starts_with("@@nixdeploy-state") && !line.is_empty() {
+        if !line.starts_with("@@nixdeploy-") && !line.is_empty() {
             reporter.emit(Event::Log {
                 host: Some(name.clone()),
                 step: "activate".into(),
@@ -384,16 +421,44 @@ async fn observe(
     };
     let out = tokio::time::timeout(
         limit,
-        conn.run_streaming(&script::observe(token), None, &on_line),
+        conn.run_streaming(command, stdin.map(str::as_bytes), &on_line),
     )
     .await
-    .map_err(|_| anyhow!("activation on {} did not finish in time", host.name))??;
-    out.stdout
+    .map_err(|_| anyhow!("activation on {} did not finish in time", host.name))
+    .and_then(|r| r);
+    let (stdout, error) = match out {
+        Ok(o) => (o.stdout, None),
+        Err(e) => (String::new(), Some(e)),
+    };
+    parse_followed(&stdout, error)
+}
+
+fn parse_followed(stdout: &str, error: Option<anyhow::Error>) -> Followed {
+    let field = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .map(|v| v.trim().to_string())
+    };
+    // Tags without their separating space: an empty value may lose its trailing blank.
+    let some = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let current = field("@@nixdeploy-current").map(|system| Current {
+        system: some(Some(system)),
+        profile: some(field("@@nixdeploy-profile")),
+        profile_link: some(field("@@nixdeploy-link")),
+    });
+    let state = stdout
         .lines()
         .rev()
-        .find_map(|l| l.strip_prefix("@@nixdeploy-state "))
+        .filter_map(|l| l.strip_prefix("@@nixdeploy-state "))
         .map(|s| s.trim().to_string())
-        .ok_or_else(|| anyhow!("lost the connection to {} during activation", host.name))
+        .find(|s| s != "activating" && s != "rolling-back");
+    Followed {
+        current,
+        state,
+        new_link: some(field("@@nixdeploy-new-link")),
+        error,
+    }
 }
 
 /// Confirms over brand-new connections until the target acknowledges or `deadline` passes; then

@@ -35,24 +35,28 @@ pub struct Activation<'a> {
 
 /// The watchdog script: sets the profile, runs `switch-to-configuration`, rolls back by itself
 /// when that fails, and — armed — waits for a confirmation file, rolling back when none comes.
-/// It records its progress in `state`: `activating`, `armed`, `confirmed`, `done`,
-/// `rolled-back:<why>`, `failed:<why>`, `rollback-failed:<why>`.
+/// It records its progress in `state` — `activating`, `armed`, `confirmed`, `done`,
+/// `rolled-back:<why>`, `failed:<why>`, `rollback-failed:<why>` — and announces each state in its
+/// log as `@@nixdeploy-state <state>`, so an observer following the log learns it at once.
+///
+/// Armed, it sleeps on the `wake` FIFO until a confirmer or a rollback request writes to it (or
+/// the confirm window ends): no polling on the target.
 pub fn watchdog(a: &Activation) -> String {
     let head = format!(
-        "PROFILE={}\nNEW={}\nMODE={}\nD={}\nMAGIC={}\nCONFIRM_TICKS={}\nACT_TIMEOUT={}\n",
+        "PROFILE={}\nNEW={}\nMODE={}\nD={}\nMAGIC={}\nCONFIRM_SECS={}\nACT_TIMEOUT={}\n",
         quote(a.profile),
         quote(a.path),
         a.mode.as_str(),
         quote(&activation_dir(a.token)),
         if a.magic { 1 } else { 0 },
-        a.confirm_timeout.as_millis() / 100,
+        a.confirm_timeout.as_secs_f64().ceil().max(1.0) as u64,
         a.activation_timeout.as_secs().max(1),
     );
     head + WATCHDOG_BODY
 }
 
 const WATCHDOG_BODY: &str = r#"set -u
-state() { printf '%s\n' "$1" > "$D/state.tmp" && mv -f "$D/state.tmp" "$D/state"; }
+state() { printf '%s\n' "$1" > "$D/state.tmp" && mv -f "$D/state.tmp" "$D/state"; printf '@@nixdeploy-state %s\n' "$1"; }
 prev_link=$(readlink "$PROFILE" 2>/dev/null || true)
 prev_system=$(readlink -f /run/current-system 2>/dev/null || true)
 printf '%s\n' "$prev_link" > "$D/prev_link"
@@ -93,66 +97,94 @@ if [ "$rc" -ne 0 ]; then
   rollback "activation-$why"; exit 1
 fi
 if [ "$MAGIC" = 1 ]; then
-  state armed
-  i=0
-  while [ "$i" -lt "$CONFIRM_TICKS" ]; do
+  rm -f "$D/wake"; mkfifo "$D/wake" || { rollback no-fifo; exit 1; }
+  verdict() {
     if [ -e "$D/confirm" ]; then state confirmed; exit 0; fi
     if [ -e "$D/rollback" ]; then rollback requested; exit 0; fi
-    sleep 0.1
-    i=$((i + 1))
+  }
+  end=$(( $(date +%s) + CONFIRM_SECS ))
+  state armed
+  while :; do
+    verdict
+    left=$(( end - $(date +%s) ))
+    [ "$left" -gt 0 ] || break
+    # Blocks until a confirmer or a rollback request opens the FIFO, or the window ends.
+    timeout "$left" sh -c 'read -r x < "$1"' sh "$D/wake" >/dev/null 2>&1
   done
-  if [ -e "$D/confirm" ]; then state confirmed; exit 0; fi
+  verdict
   rollback no-confirmation
   exit 0
 fi
 state done
 "#;
 
-/// Uploads the watchdog (from stdin) and starts it detached from the ssh session, under the
-/// activation lock, so it outlives a dying connection or deployer.
+/// The one command that starts an activation: reads what the host runs, stops there when it
+/// already runs `a.path` (`unchanged`) or lacks it (`missing`), else writes the watchdog (sent on
+/// stdin) and starts it detached from the ssh session, under the activation lock, so it outlives
+/// a dying connection or deployer; then follows its log (see [`observe`]).
+///
+/// Prints `@@nixdeploy-current`, `@@nixdeploy-profile` and `@@nixdeploy-link` lines (the
+/// running system, the profile's target and its generation link), then the log.
 ///
 /// `flock -o` keeps the lock in the `flock` process alone: without it every daemon that
 /// `switch-to-configuration` forks inherits the lock's descriptor and holds the host's
 /// activation lock for as long as it lives, refusing every later deployment.
-pub fn launch(token: &str) -> String {
-    let d = quote(&activation_dir(token));
+pub fn start(a: &Activation) -> String {
     format!(
-        "set -e; mkdir -p {d}; cat > {d}/activate.sh; \
-         (setsid flock -o {lock} sh {d}/activate.sh </dev/null >{d}/log 2>&1 &); echo launched",
+        "D={d}; PROFILE={profile}; NEW={new}; MODE={mode}; \
+         sys=$(readlink -f /run/current-system 2>/dev/null); prof=$(readlink -f \"$PROFILE\" 2>/dev/null); \
+         link=$(readlink \"$PROFILE\" 2>/dev/null); \
+         printf '@@nixdeploy-current %s\\n@@nixdeploy-profile %s\\n@@nixdeploy-link %s\\n' \"$sys\" \"$prof\" \"$link\"; \
+         u=; case $MODE in \
+           switch) [ \"$sys\" = \"$NEW\" ] && [ \"$prof\" = \"$NEW\" ] && u=1;; \
+           test) [ \"$sys\" = \"$NEW\" ] && u=1;; boot) [ \"$prof\" = \"$NEW\" ] && u=1;; esac; \
+         if [ -n \"$u\" ]; then cat >/dev/null; echo '@@nixdeploy-state unchanged'; exit 0; fi; \
+         if [ ! -x \"$NEW/bin/switch-to-configuration\" ]; then cat >/dev/null; echo '@@nixdeploy-state missing'; exit 0; fi; \
+         mkdir -p \"$D\" && cat > \"$D/activate.sh\" && : > \"$D/log\" || {{ echo '@@nixdeploy-state failed:setup'; exit 1; }}; \
+         (setsid flock -o {lock} sh \"$D/activate.sh\" </dev/null >>\"$D/log\" 2>&1 &); \
+         {follow}",
+        d = quote(&activation_dir(a.token)),
+        profile = quote(a.profile),
+        new = quote(a.path),
+        mode = a.mode.as_str(),
         lock = quote(&format!("{STATE_DIR}/activation.lock")),
+        follow = FOLLOW,
     )
 }
 
-/// Streams the activation log until the watchdog leaves `activating`, then prints
-/// `@@nixdeploy-state <state>`.
-pub fn observe(token: &str) -> String {
-    let d = quote(&activation_dir(token));
-    format!(
-        "D={d}; tail -n +1 -f \"$D/log\" 2>/dev/null & t=$!; \
-         while :; do s=; read -r s < \"$D/state\" 2>/dev/null; \
-         case \"$s\" in ''|activating|rolling-back) sleep 0.1;; *) break;; esac; done; \
-         sleep 0.05; kill $t 2>/dev/null; printf '\\n@@nixdeploy-state %s\\n' \"$s\""
-    )
-}
+/// Follows the log in `$D` (from its first line) until the watchdog announces a verdict (any
+/// state but `activating` and `rolling-back`); then prints the generation link it created.
+/// `tail -f` is woken by the kernel when the log grows, so nothing polls.
+const FOLLOW: &str = "f=\"$D/follow.$$\"; rm -f \"$f\"; mkfifo \"$f\" || exit 1; \
+     tail -n +1 -f \"$D/log\" 2>/dev/null > \"$f\" & t=$!; \
+     while IFS= read -r l; do printf '%s\\n' \"$l\"; \
+       case \"$l\" in '@@nixdeploy-state '*) case \"${l#@@nixdeploy-state }\" in activating|rolling-back) ;; *) break;; esac;; esac; \
+     done < \"$f\"; kill $t 2>/dev/null; rm -f \"$f\"; \
+     nl=; read -r nl < \"$D/new_link\" 2>/dev/null; printf '@@nixdeploy-new-link %s\\n' \"$nl\"";
 
-/// Confirms an armed activation (run over a brand-new connection) and waits for the watchdog
-/// to acknowledge; prints the final state.
+/// Confirms an armed activation (run over a brand-new connection): records the confirmation,
+/// wakes the watchdog, and waits for it to acknowledge; prints the final state.
 pub fn confirm(token: &str) -> String {
     let d = quote(&activation_dir(token));
     format!(
-        "D={d}; i=0; s=$(cat \"$D/state\" 2>/dev/null || echo missing); \
+        "D={d}; i=0; s=; read -r s < \"$D/state\" 2>/dev/null || s=missing; \
          while [ \"$s\" = activating ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); read -r s < \"$D/state\"; done; \
-         if [ \"$s\" = armed ]; then touch \"$D/confirm\"; i=0; \
-         while [ \"$s\" = armed ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); read -r s < \"$D/state\"; done; fi; \
-         echo \"$s\""
+         if [ \"$s\" = armed ]; then touch \"$D/confirm\"; {wake} i=0; \
+         while [ \"$s\" = armed ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); read -r s < \"$D/state\"; done; fi; \
+         echo \"$s\"",
+        wake = WAKE,
     )
 }
+
+/// Wakes an armed watchdog sleeping on `$D/wake` (in the background: a watchdog that already
+/// saw the flag never opens the FIFO, and the writer gives up after 5 s).
+const WAKE: &str = "timeout 5 sh -c 'echo x > \"$1\"' sh \"$D/wake\" </dev/null >/dev/null 2>&1 &";
 
 /// Asks an armed watchdog to roll back now and waits for it; prints the final state.
 pub fn request_rollback(token: &str) -> String {
     let d = quote(&activation_dir(token));
     format!(
-        "D={d}; touch \"$D/rollback\"; i=0; s=$(cat \"$D/state\"); \
+        "D={d}; touch \"$D/rollback\"; {WAKE} i=0; s=$(cat \"$D/state\"); \
          while [ \"$s\" = armed ] || [ \"$s\" = rolling-back ]; do [ $i -lt 600 ] || break; sleep 0.1; i=$((i+1)); s=$(cat \"$D/state\"); done; \
          echo \"$s\""
     )
@@ -213,21 +245,20 @@ mod tests {
         assert!(s.starts_with(
             "PROFILE=/nix/var/nix/profiles/system\nNEW='/nix/store/x y'\nMODE=switch\n"
         ));
-        assert!(s.contains("CONFIRM_TICKS=300\n"));
+        assert!(s.contains("CONFIRM_SECS=30\n"));
         assert!(s.contains("MAGIC=1\n"));
     }
 
     #[test]
     fn daemons_started_by_activation_do_not_inherit_the_lock() {
-        assert!(launch("t").contains("flock -o "));
+        assert!(start(&activation("/nix/store/abc")).contains("flock -o "));
     }
 
     #[test]
     fn scripts_are_valid_posix_shell() {
         for script in [
             watchdog(&activation("/nix/store/abc")),
-            launch("t"),
-            observe("t"),
+            start(&activation("/nix/store/x y")),
             confirm("t"),
             request_rollback("t"),
             plain_rollback("/nix/var/nix/profiles/system"),

@@ -100,7 +100,18 @@ impl Target {
 
     /// The argv of a **brand-new** connection that runs `remote` (never the multiplexed one):
     /// used to confirm activations, where a dead network must not look alive.
-    pub fn fresh_argv(&self, remote: &str, connect_timeout_secs: u32) -> Vec<String> {
+    ///
+    /// With `fast_kex` the connection prefers the classic `curve25519-sha256` key exchange (the
+    /// client's defaults stay behind it as fallbacks): OpenSSH 9.0–9.8 default to the hybrid
+    /// `sntrup761x25519`, whose key generation costs ~90 ms of CPU per connection, and these
+    /// connections carry a token, never a secret worth protecting against a future quantum
+    /// adversary.
+    pub fn fresh_argv(
+        &self,
+        remote: &str,
+        connect_timeout_secs: u32,
+        fast_kex: bool,
+    ) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
             "-o".into(),
@@ -110,6 +121,10 @@ impl Target {
             "-o".into(),
             format!("ConnectTimeout={connect_timeout_secs}"),
         ];
+        if fast_kex {
+            argv.push("-o".into());
+            argv.push(FAST_KEX.into());
+        }
         argv.extend(self.common_args());
         argv.push("--".into());
         argv.push(self.destination.clone());
@@ -130,7 +145,7 @@ impl Target {
     /// Runs `remote` over a brand-new connection, with a deadline.
     pub async fn run_fresh(&self, remote: &str, timeout: Duration) -> anyhow::Result<Output> {
         let secs = timeout.as_secs().clamp(1, 30) as u32;
-        let argv = self.fresh_argv(remote, secs);
+        let argv = self.fresh_argv(remote, secs, self.defaults_to_slow_kex().await);
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
@@ -153,6 +168,40 @@ impl Target {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+}
+
+/// Puts `curve25519-sha256` at the head of the client's default key exchanges (OpenSSH ≥ 8.2).
+const FAST_KEX: &str = "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org";
+
+impl Target {
+    /// Whether ssh would negotiate the CPU-heavy `sntrup761x25519` exchange with this host (asked
+    /// once per run with `ssh -G`; the hosts of one inventory share their ssh configuration).
+    async fn defaults_to_slow_kex(&self) -> bool {
+        static SLOW: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+        *SLOW
+            .get_or_init(|| async {
+                let out = tokio::process::Command::new("ssh")
+                    .arg("-G")
+                    .args(self.common_args())
+                    .arg("--")
+                    .arg(&self.destination)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .output()
+                    .await;
+                out.map(|o| first_kex_is_slow(&String::from_utf8_lossy(&o.stdout)))
+                    .unwrap_or(false)
+            })
+            .await
+    }
+}
+
+/// Whether `ssh -G` output starts the key exchange list with `sntrup761x25519`.
+fn first_kex_is_slow(resolved: &str) -> bool {
+    resolved
+        .lines()
+        .find_map(|l| l.strip_prefix("kexalgorithms "))
+        .is_some_and(|list| list.starts_with("sntrup761x25519"))
 }
 
 /// Which stream a line of remote output came from.
@@ -385,11 +434,25 @@ mod tests {
 
     #[test]
     fn fresh_connection_never_uses_the_master() {
-        let argv = target().fresh_argv("true", 5);
+        let argv = target().fresh_argv("true", 5, false);
         let line = argv.join(" ");
         assert!(line.contains("ControlMaster=no"));
         assert!(line.contains("ControlPath=none"));
         assert!(line.ends_with("-- 10.0.0.1 true"));
+    }
+
+    #[test]
+    fn confirmations_prefer_the_classic_key_exchange_only_over_the_post_quantum_default() {
+        let fast = target().fresh_argv("true", 5, true).join(" ");
+        assert!(fast.contains("-o KexAlgorithms=^curve25519-sha256,"));
+        assert!(first_kex_is_slow(
+            "user root\nkexalgorithms sntrup761x25519-sha512,curve25519-sha256\n"
+        ));
+        assert!(!first_kex_is_slow(
+            "kexalgorithms mlkem768x25519-sha256,sntrup761x25519-sha512\n"
+        ));
+        assert!(!first_kex_is_slow("kexalgorithms curve25519-sha256\n"));
+        assert!(!first_kex_is_slow(""));
     }
 
     #[test]
