@@ -45,6 +45,8 @@ PY
     local attrs=()
     for h in $(hostnames); do attrs+=("path:$root/sb/flake#nixosConfigurations.$h.config.system.build.toplevel"); done
     nix "${nixf[@]}" build --no-link "${attrs[@]}"
+    # Start every contender with the new systems on disk, not with their writeback still pending.
+    sync
 }
 
 hostnames() { python3 -c "import json;print(' '.join(json.load(open('$root/sb/flake/fleet.json'))['hosts']))"; }

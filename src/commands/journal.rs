@@ -1,6 +1,7 @@
 //! Writing the journal at the end of a run: one record per host the run knew, built from the
 //! recorder and one read-only probe of each host that the run reached.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::Context;
@@ -31,7 +32,7 @@ struct Probed {
 
 /// Appends one record per host of the run; a journal that cannot be written is a warning,
 /// never a reason to change the run's outcome.
-pub fn journal_run(ctx: &Context, elapsed: Duration) {
+pub fn journal_run(ctx: &Arc<Context>, elapsed: Duration) {
     let records = records(ctx, elapsed);
     if let Err(err) = Journal::default_location().append(&records) {
         ctx.reporter.message(
@@ -41,25 +42,38 @@ pub fn journal_run(ctx: &Context, elapsed: Duration) {
     }
 }
 
-fn records(ctx: &Context, elapsed: Duration) -> Vec<Record> {
+fn records(ctx: &Arc<Context>, elapsed: Duration) -> Vec<Record> {
     let mut meta = RunMeta::current(
         &ctx.meta.runbook,
         ctx.meta.selector.as_deref(),
         &ctx.inventory.flake,
     );
-    meta.flake_revision = flake_revision(&meta.flake);
     let hosts = ctx.reporter.recorder().hosts();
-    let probes = ctx.runtime.block_on(async {
-        let mut probes = Vec::new();
-        for (name, rec) in &hosts {
-            let probed = match ctx.inventory.hosts.get(name) {
-                Some(host) if !rec.steps.is_empty() => probe(ctx, host).await,
-                _ => Probed::default(),
-            };
-            probes.push(probed);
+    // Every touched host is probed at once, while Nix reads the flake's revision.
+    let (revision, probes) = ctx.runtime.block_on(async {
+        let flake = meta.flake.clone();
+        let revision = tokio::task::spawn_blocking(move || flake_revision(&flake));
+        let mut probing = tokio::task::JoinSet::new();
+        for (i, (name, rec)) in hosts.iter().enumerate() {
+            if let Some(host) = ctx
+                .inventory
+                .hosts
+                .get(name)
+                .filter(|_| !rec.steps.is_empty())
+            {
+                let (ctx, host) = (ctx.clone(), host.clone());
+                probing.spawn(async move { (i, probe(&ctx, &host).await) });
+            }
         }
-        probes
+        let mut probes: Vec<Probed> = hosts.iter().map(|_| Probed::default()).collect();
+        while let Some(done) = probing.join_next().await {
+            if let Ok((i, probed)) = done {
+                probes[i] = probed;
+            }
+        }
+        (revision.await.ok().flatten(), probes)
     });
+    meta.flake_revision = revision;
     hosts
         .into_iter()
         .zip(probes)

@@ -10,6 +10,6 @@ pub mod run;
 pub mod sandbox;
 
 /// Appends one journal record per host this run knew about.
-pub fn journal_run(ctx: &crate::context::Context, elapsed: std::time::Duration) {
+pub fn journal_run(ctx: &std::sync::Arc<crate::context::Context>, elapsed: std::time::Duration) {
     journal::journal_run(ctx, elapsed);
 }

@@ -61,7 +61,7 @@ async fn copy_one(
     // missing paths itself. The dry run lists exactly which paths would go.
     let missing = if ctx.options.dry_run {
         missing_paths(&conn, path).await?
-    } else if has_path(&conn, path).await? {
+    } else if has_path(&conn, path, &host.profile).await? {
         Vec::new()
     } else {
         vec![path.to_string()]
@@ -116,12 +116,23 @@ async fn copy_one(
 }
 
 /// Does the host's store have `path` (and so, by Nix's closure invariant, all of its closure)?
-async fn has_path(conn: &Connection, path: &str) -> anyhow::Result<bool> {
-    let probe = format!(
-        "nix-store --check-validity {} 2>/dev/null",
-        crate::transport::quote(path)
-    );
-    Ok(conn.run(&probe, None).await?.success())
+/// A system the host runs, or its profile points at, is a live GC root and valid: that answer
+/// costs two `readlink`s instead of starting Nix on the host, which is what a redeploy asks.
+async fn has_path(conn: &Connection, path: &str, profile: &str) -> anyhow::Result<bool> {
+    Ok(conn
+        .run(&has_path_command(path, profile), None)
+        .await?
+        .success())
+}
+
+fn has_path_command(path: &str, profile: &str) -> String {
+    format!(
+        "p={p}; [ \"$(readlink -f /run/current-system 2>/dev/null)\" = \"$p\" ] || \
+         [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ] || \
+         nix-store --check-validity \"$p\" 2>/dev/null",
+        p = crate::transport::quote(path),
+        profile = crate::transport::quote(profile),
+    )
 }
 
 /// The paths of `path`'s closure that the host's store lacks (empty when it has the system).
@@ -157,4 +168,16 @@ pub async fn missing_paths(conn: &Connection, path: &str) -> anyhow::Result<Vec<
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_presence_check_is_valid_shell_with_quoted_paths() {
+        let c = has_path_command("/nix/store/abc-x y", "/nix/var/nix/profiles/system");
+        assert!(c.starts_with("p='/nix/store/abc-x y';"));
+        crate::transport::assert_valid_shell(&c);
+    }
 }

@@ -68,13 +68,16 @@ impl Pool {
         self.get(target).await
     }
 
-    /// Closes every open connection.
+    /// Closes every open connection, all at once (each close is an `ssh -O exit`).
     pub async fn close_all(&self) {
         let slots: Vec<Slot> = self.slots.lock().unwrap().values().cloned().collect();
+        let mut closing = tokio::task::JoinSet::new();
         for slot in slots {
             if let Some(Ok(conn)) = slot.get() {
-                conn.close().await;
+                let conn = conn.clone();
+                closing.spawn(async move { conn.close().await });
             }
         }
+        while closing.join_next().await.is_some() {}
     }
 }
