@@ -163,6 +163,7 @@ mod tests {
             port: None,
             config: None,
             options: vec![],
+            system: "x86_64-linux".into(),
         });
         assert_eq!(to.0, "ssh-ng://root@h1");
         let argv = nix().copy_to(&to, &["/nix/store/x".into()], true, false);

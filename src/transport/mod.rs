@@ -3,9 +3,11 @@
 mod pool;
 mod quote;
 mod ssh;
+mod tuning;
 
 pub use pool::Pool;
 #[cfg(test)]
 pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};
 pub use ssh::{Connection, Output, Stream, Target};
+pub use tuning::Tuning;

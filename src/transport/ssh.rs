@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::tuning::Tuning;
 use crate::fleet::{Host, HostName, Inventory};
 
 /// How long a new ssh connection may take to be established.
@@ -28,6 +29,8 @@ pub struct Target {
     pub config: Option<PathBuf>,
     /// Extra ssh arguments from `sshOptions`.
     pub options: Vec<String>,
+    /// The host's Nix system (`x86_64-linux`), which tells what its CPU can do.
+    pub system: String,
 }
 
 impl Target {
@@ -40,6 +43,7 @@ impl Target {
             port: host.target_port,
             config: inventory.ssh_config.clone(),
             options: host.ssh_options.clone(),
+            system: host.system.clone(),
         }
     }
 
@@ -70,8 +74,9 @@ impl Target {
         args
     }
 
-    /// The argv that starts the background master connection on `control` (a socket path).
-    pub fn master_argv(&self, control: &Path, log: &Path) -> Vec<String> {
+    /// The argv that starts the background master connection on `control` (a socket path);
+    /// `tuning` may put faster ciphers first, after the user's own options (see [`Tuning`]).
+    pub fn master_argv(&self, control: &Path, log: &Path, tuning: &Tuning) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
             "-M".into(),
@@ -93,6 +98,7 @@ impl Target {
             "ServerAliveCountMax=3".into(),
         ];
         argv.extend(self.common_args());
+        argv.extend(tuning.master_options());
         argv.push("--".into());
         argv.push(self.destination.clone());
         argv
@@ -101,16 +107,12 @@ impl Target {
     /// The argv of a **brand-new** connection that runs `remote` (never the multiplexed one):
     /// used to confirm activations, where a dead network must not look alive.
     ///
-    /// With `fast_kex` the connection prefers the classic `curve25519-sha256` key exchange (the
-    /// client's defaults stay behind it as fallbacks): OpenSSH 9.0–9.8 default to the hybrid
-    /// `sntrup761x25519`, whose key generation costs ~90 ms of CPU per connection, and these
-    /// connections carry a token, never a secret worth protecting against a future quantum
-    /// adversary.
+    /// `tuning` may put a cheaper key exchange first (see [`Tuning`]).
     pub fn fresh_argv(
         &self,
         remote: &str,
         connect_timeout_secs: u32,
-        fast_kex: bool,
+        tuning: &Tuning,
     ) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
@@ -121,10 +123,7 @@ impl Target {
             "-o".into(),
             format!("ConnectTimeout={connect_timeout_secs}"),
         ];
-        if fast_kex {
-            argv.push("-o".into());
-            argv.push(FAST_KEX.into());
-        }
+        argv.extend(tuning.token_options());
         argv.extend(self.common_args());
         argv.push("--".into());
         argv.push(self.destination.clone());
@@ -145,7 +144,7 @@ impl Target {
     /// Runs `remote` over a brand-new connection, with a deadline.
     pub async fn run_fresh(&self, remote: &str, timeout: Duration) -> anyhow::Result<Output> {
         let secs = timeout.as_secs().clamp(1, 30) as u32;
-        let argv = self.fresh_argv(remote, secs, self.defaults_to_slow_kex().await);
+        let argv = self.fresh_argv(remote, secs, &Tuning::of(self).await);
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
@@ -168,40 +167,6 @@ impl Target {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
-}
-
-/// Puts `curve25519-sha256` at the head of the client's default key exchanges (OpenSSH ≥ 8.2).
-const FAST_KEX: &str = "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org";
-
-impl Target {
-    /// Whether ssh would negotiate the CPU-heavy `sntrup761x25519` exchange with this host (asked
-    /// once per run with `ssh -G`; the hosts of one inventory share their ssh configuration).
-    async fn defaults_to_slow_kex(&self) -> bool {
-        static SLOW: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
-        *SLOW
-            .get_or_init(|| async {
-                let out = tokio::process::Command::new("ssh")
-                    .arg("-G")
-                    .args(self.common_args())
-                    .arg("--")
-                    .arg(&self.destination)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::null())
-                    .output()
-                    .await;
-                out.map(|o| first_kex_is_slow(&String::from_utf8_lossy(&o.stdout)))
-                    .unwrap_or(false)
-            })
-            .await
-    }
-}
-
-/// Whether `ssh -G` output starts the key exchange list with `sntrup761x25519`.
-fn first_kex_is_slow(resolved: &str) -> bool {
-    resolved
-        .lines()
-        .find_map(|l| l.strip_prefix("kexalgorithms "))
-        .is_some_and(|list| list.starts_with("sntrup761x25519"))
 }
 
 /// Which stream a line of remote output came from.
@@ -262,7 +227,7 @@ impl Connection {
         let control = control_dir.join(format!("{}.sock", target.host));
         let log = control_dir.join(format!("{}.log", target.host));
         let _ = std::fs::remove_file(&control);
-        let argv = target.master_argv(&control, &log);
+        let argv = target.master_argv(&control, &log, &Tuning::of(&target).await);
         let status = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -420,12 +385,17 @@ mod tests {
             port: Some(2222),
             config: Some("/tmp/cfg".into()),
             options: vec!["-o".into(), "Compression=yes".into()],
+            system: "x86_64-linux".into(),
         }
     }
 
     #[test]
     fn master_argv_multiplexes_and_keeps_user_settings() {
-        let argv = target().master_argv(Path::new("/c/web-1.sock"), Path::new("/c/web-1.log"));
+        let argv = target().master_argv(
+            Path::new("/c/web-1.sock"),
+            Path::new("/c/web-1.log"),
+            &Tuning::default(),
+        );
         let line = argv.join(" ");
         assert!(line.starts_with("ssh -M -f -N -S /c/web-1.sock"));
         assert!(line.contains("-F /tmp/cfg -p 2222 -l root -o Compression=yes -- 10.0.0.1"));
@@ -434,7 +404,7 @@ mod tests {
 
     #[test]
     fn fresh_connection_never_uses_the_master() {
-        let argv = target().fresh_argv("true", 5, false);
+        let argv = target().fresh_argv("true", 5, &Tuning::default());
         let line = argv.join(" ");
         assert!(line.contains("ControlMaster=no"));
         assert!(line.contains("ControlPath=none"));
@@ -442,17 +412,17 @@ mod tests {
     }
 
     #[test]
-    fn confirmations_prefer_the_classic_key_exchange_only_over_the_post_quantum_default() {
-        let fast = target().fresh_argv("true", 5, true).join(" ");
-        assert!(fast.contains("-o KexAlgorithms=^curve25519-sha256,"));
-        assert!(first_kex_is_slow(
-            "user root\nkexalgorithms sntrup761x25519-sha512,curve25519-sha256\n"
-        ));
-        assert!(!first_kex_is_slow(
-            "kexalgorithms mlkem768x25519-sha256,sntrup761x25519-sha512\n"
-        ));
-        assert!(!first_kex_is_slow("kexalgorithms curve25519-sha256\n"));
-        assert!(!first_kex_is_slow(""));
+    fn tuning_options_follow_the_users_own() {
+        let tuning = Tuning {
+            classic_kex_for_tokens: true,
+            aes_gcm: true,
+        };
+        let master = target()
+            .master_argv(Path::new("/c/s"), Path::new("/c/l"), &tuning)
+            .join(" ");
+        assert!(master.contains("-o Compression=yes -o Ciphers=^aes256-gcm@openssh.com"));
+        let fresh = target().fresh_argv("true", 5, &tuning).join(" ");
+        assert!(fresh.contains("-o KexAlgorithms=^curve25519-sha256,"));
     }
 
     #[test]
