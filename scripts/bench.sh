@@ -14,8 +14,10 @@ export NIX_CONFIG="substituters ="
 root=$(mktemp -d /tmp/nd-bench.XXXX)
 trap '"$bin" sandbox down --dir "$root/sb" >/dev/null 2>&1 || true; rm -rf "$root"' EXIT
 
-# timed LABEL CMD...: wall seconds (and, for nixdeploy, peak RSS in MiB) into $root/last
+# timed LABEL CMD...: wall seconds (and, for nixdeploy, peak RSS in MiB) into $root/last.
+# Each contender starts after a sync, so none pays the disk writeback of the one before it.
 timed() {
+    sync
     python3 - "$@" <<'PY' > "$root/last"
 import resource, subprocess, sys, time
 t = time.time()
