@@ -49,7 +49,7 @@ fn unresolvable_import_is_reported() {
     check(d.path(), &["miss.rhai"])
         .assert_code(3)
         .assert_stderr_contains("cannot find module `nowhere`")
-        .assert_stderr_contains("miss.rhai:1:1");
+        .assert_stderr_contains("miss.rhai:1:8");
 }
 
 #[test]

@@ -396,3 +396,43 @@ fn declared_parameters_arrive_typed_with_defaults() {
     );
     assert!(stdout.contains("5 switch"), "{stdout}");
 }
+
+#[test]
+fn a_missing_library_imported_late_stops_the_run_before_any_host() {
+    expect_error(
+        "late.rhai",
+        "exec(hosts(), \"true\");\nfn later() {\n    import \"nowhere\" as n;\n    n::start()\n}\nlater();\n",
+        "cannot find module `nowhere`",
+        "late.rhai:3:12",
+    );
+}
+
+#[test]
+fn a_broken_library_two_imports_deep_stops_the_run_before_any_host() {
+    expect_error_with(
+        "deep.rhai",
+        "exec(hosts(), \"true\");\nfn later() { import \"lib/outer\" as o; o::start() }\nlater();\n",
+        "deep.rhai:2:",
+        "inner.rhai:2:",
+        &[
+            ("lib/outer.rhai", "fn start() { import \"inner\" as i; i::start() }\n"),
+            ("lib/inner.rhai", "fn start() { 1 }\nfn broken( {\n"),
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn an_import_cycle_behind_a_function_stops_the_run_before_any_host() {
+    expect_error_with(
+        "latecycle.rhai",
+        "exec(hosts(), \"true\");\nfn later() { import \"lib/a\" as a; }\nlater();\n",
+        "import cycle",
+        "latecycle.rhai:2:",
+        &[
+            ("lib/a.rhai", "fn f() { import \"b\" as b; }\n"),
+            ("lib/b.rhai", "fn g() { import \"a\" as a; }\n"),
+        ],
+        &[],
+    );
+}

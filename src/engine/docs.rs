@@ -241,19 +241,6 @@ pub fn unknown_calls(ast: &AST, known: &BTreeSet<String>) -> Vec<(String, Positi
     found
 }
 
-fn imports_of(ast: &AST) -> Vec<(String, Position)> {
-    let mut found = Vec::new();
-    ast.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Stmt(Stmt::Import(x, pos))) = path.last() {
-            if let Expr::StringConstant(s, _) = &x.0 {
-                found.push((s.to_string(), *pos));
-            }
-        }
-        true
-    });
-    found
-}
-
 /// Compiles a runbook and every library it imports (without running the runbook), checks
 /// calls for unknown functions, and says where each import was found.
 pub fn check_runbook(
@@ -275,7 +262,7 @@ pub fn check_runbook(
     };
     let known = known_functions(session.engine());
     let before = session.resolver().resolved.lock().unwrap().len();
-    for (name, pos) in imports_of(&ast) {
+    for (name, pos) in super::preflight::imports_of(&ast) {
         if let Err(err) = session
             .resolver()
             .resolve(session.engine(), Some(source), &name, pos)

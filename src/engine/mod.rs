@@ -6,6 +6,7 @@ pub mod docs;
 mod errors;
 mod modules;
 pub mod params;
+pub mod preflight;
 mod session;
 pub mod stdlib;
 

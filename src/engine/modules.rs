@@ -203,6 +203,19 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// The error for an import found nowhere, listing where it was looked for.
+    pub fn not_found(&self, path: &str, pos: Position) -> Box<EvalAltResult> {
+        let mut places = vec!["next to the importing file".to_string()];
+        places.extend(self.lib_dirs.iter().map(|d| d.display().to_string()));
+        places.push("the stdlib".into());
+        Box::new(EvalAltResult::ErrorRuntime(
+            format!("cannot find module `{path}`; looked {}", places.join(", ")).into(),
+            pos,
+        ))
+    }
+}
+
 impl ModuleResolver for Resolver {
     fn resolve(
         &self,
@@ -215,13 +228,7 @@ impl ModuleResolver for Resolver {
             .candidates(source, path)
             .map_err(|e| Box::new(EvalAltResult::ErrorRuntime(e.into(), pos)))?;
         let Some(first) = found.first().cloned() else {
-            let mut places = vec!["next to the importing file".to_string()];
-            places.extend(self.lib_dirs.iter().map(|d| d.display().to_string()));
-            places.push("the stdlib".into());
-            return Err(Box::new(EvalAltResult::ErrorRuntime(
-                format!("cannot find module `{path}`; looked {}", places.join(", ")).into(),
-                pos,
-            )));
+            return Err(self.not_found(path, pos));
         };
         self.resolved.lock().unwrap().push((
             path.to_string(),
