@@ -57,11 +57,12 @@ async fn copy_one(
 ) -> anyhow::Result<Outcome<Copied>> {
     let target = ctx.target(host);
     let conn = ctx.pool.get(&target).await?;
-    // A real run only needs to know whether the host has the system; `nix copy` works out the
-    // missing paths itself. The dry run lists exactly which paths would go.
+    // A real run only asks whether the host runs the system (or its profile points at it) —
+    // the redeploy case; otherwise `nix copy` works out the missing paths itself and sends
+    // nothing when there are none. The dry run lists exactly which paths would go.
     let missing = if ctx.options.dry_run {
         missing_paths(&conn, path).await?
-    } else if has_path(&conn, path, &host.profile).await? {
+    } else if has_system(&conn, path, &host.profile).await? {
         Vec::new()
     } else {
         vec![path.to_string()]
@@ -108,6 +109,16 @@ async fn copy_one(
         .map(str::to_string)
         .collect();
     let n = sent.len();
+    if n == 0 {
+        // The host had the whole closure without running it (copied earlier, or `boot`).
+        return Ok(Outcome::skipped(
+            Copied {
+                paths: sent,
+                ..copied
+            },
+            "already present",
+        ));
+    }
     Ok(Outcome::done(Copied {
         paths: sent,
         ..copied
@@ -115,21 +126,19 @@ async fn copy_one(
     .with_message(format!("{n} path(s)")))
 }
 
-/// Does the host's store have `path` (and so, by Nix's closure invariant, all of its closure)?
-/// A system the host runs, or its profile points at, is a live GC root and valid: that answer
-/// costs two `readlink`s instead of starting Nix on the host, which is what a redeploy asks.
-async fn has_path(conn: &Connection, path: &str, profile: &str) -> anyhow::Result<bool> {
+/// Does the host run `path`, or does its profile point at it? Either is a live GC root, so
+/// its closure is on the host; two `readlink`s answer without starting Nix there.
+async fn has_system(conn: &Connection, path: &str, profile: &str) -> anyhow::Result<bool> {
     Ok(conn
-        .run(&has_path_command(path, profile), None)
+        .run(&has_system_command(path, profile), None)
         .await?
         .success())
 }
 
-fn has_path_command(path: &str, profile: &str) -> String {
+fn has_system_command(path: &str, profile: &str) -> String {
     format!(
         "p={p}; [ \"$(readlink -f /run/current-system 2>/dev/null)\" = \"$p\" ] || \
-         [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ] || \
-         nix-store --check-validity \"$p\" 2>/dev/null",
+         [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ]",
         p = crate::transport::quote(path),
         profile = crate::transport::quote(profile),
     )
@@ -176,7 +185,7 @@ mod tests {
 
     #[test]
     fn the_presence_check_is_valid_shell_with_quoted_paths() {
-        let c = has_path_command("/nix/store/abc-x y", "/nix/var/nix/profiles/system");
+        let c = has_system_command("/nix/store/abc-x y", "/nix/var/nix/profiles/system");
         assert!(c.starts_with("p='/nix/store/abc-x y';"));
         crate::transport::assert_valid_shell(&c);
     }
