@@ -123,8 +123,9 @@ impl Target {
             "-o".into(),
             format!("ConnectTimeout={connect_timeout_secs}"),
         ];
-        argv.extend(tuning.token_options());
+        // After the user's own options: ssh keeps the first value it is given.
         argv.extend(self.common_args());
+        argv.extend(tuning.token_options());
         argv.push("--".into());
         argv.push(self.destination.clone());
         argv.push(remote.to_string());
