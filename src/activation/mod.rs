@@ -376,7 +376,7 @@ async fn finished(
     Ok(Outcome::done(value))
 }
 
-/// What a start (or observe) command reported.
+/// What a start command reported.
 #[derive(Default)]
 struct Followed {
     /// What the host ran before, when the command got that far.
@@ -389,8 +389,8 @@ struct Followed {
     error: Option<anyhow::Error>,
 }
 
-/// Runs a start or observe command, streaming the activation log as events, until the watchdog
-/// has a verdict.
+/// Runs a start command, streaming the activation log as events, until the watchdog has a
+/// verdict.
 async fn follow(
     ctx: &Context,
     host: &Host,

@@ -121,7 +121,7 @@ state done
 /// The one command that starts an activation: reads what the host runs, stops there when it
 /// already runs `a.path` (`unchanged`) or lacks it (`missing`), else writes the watchdog (sent on
 /// stdin) and starts it detached from the ssh session, under the activation lock, so it outlives
-/// a dying connection or deployer; then follows its log (see [`observe`]).
+/// a dying connection or deployer; then follows its log (see [`FOLLOW`]).
 ///
 /// Prints `@@nixdeploy-current`, `@@nixdeploy-profile` and `@@nixdeploy-link` lines (the
 /// running system, the profile's target and its generation link), then the log.

@@ -142,22 +142,19 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
 
     // Compile before anything else: a broken runbook touches nothing and costs no evaluation.
     let mut probe = Session::new(None, params.clone(), opts.lib.clone(), Default::default());
-    probe
+    let ast = probe
         .compile(&source, &text)
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
 
     let inventory = Arc::new(Inventory::load(&opts.flake)?);
     // Every library it imports (flake inputs included) must be found and parse, before any host.
-    let mut probe = Session::new(
+    let resolving = Session::new(
         None,
         params.clone(),
         opts.lib.clone(),
         inventory.flake_inputs.clone(),
     );
-    let ast = probe
-        .compile(&source, &text)
-        .map_err(|e| Failure::new(e.exit, e.rendered))?;
-    crate::engine::preflight::check_imports(&probe, &source, &text, &ast)
+    crate::engine::preflight::check_imports(&resolving, &source, &text, &ast)
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

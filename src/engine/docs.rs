@@ -195,13 +195,6 @@ pub struct ImportNote {
     pub shadowed: Vec<String>,
 }
 
-fn source_of(which: &LibraryPath) -> Option<String> {
-    match which {
-        LibraryPath::File(p) => std::fs::read_to_string(p).ok(),
-        LibraryPath::Stdlib(n) => super::stdlib::source(n).map(str::to_string),
-    }
-}
-
 fn loc(source: &str, pos: Position) -> String {
     match (pos.line(), pos.position()) {
         (Some(l), Some(c)) => format!("{source}:{l}:{c}"),
@@ -270,7 +263,7 @@ pub fn check_runbook(
             let mut sources = Sources::new();
             sources.insert(source.to_string(), text.to_string());
             for (_, _, which, _) in session.resolver().resolved.lock().unwrap().iter() {
-                if let Some(t) = source_of(which) {
+                if let Ok(t) = which.text() {
                     sources.insert(which.display(), t);
                 }
             }
@@ -289,7 +282,7 @@ pub fn check_runbook(
             shadowed: shadowed.iter().map(LibraryPath::display).collect(),
         });
         if scanned.insert(which.display()) {
-            if let Some(lib) = source_of(which) {
+            if let Ok(lib) = which.text() {
                 if let Ok(lib_ast) = session.engine().compile(&lib) {
                     for (f, pos) in unknown_calls(&lib_ast, &known) {
                         problems.push(unknown_problem(&f, &which.display(), &lib, pos));

@@ -19,6 +19,15 @@ pub enum LibraryPath {
 }
 
 impl LibraryPath {
+    /// The library's source text.
+    pub fn text(&self) -> Result<String, String> {
+        match self {
+            LibraryPath::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read module {}: {e}", p.display())),
+            LibraryPath::Stdlib(n) => Ok(super::stdlib::source(n).unwrap_or_default().to_string()),
+        }
+    }
+
     /// The name modules are compiled under (and errors point at).
     pub fn display(&self) -> String {
         match self {
@@ -152,11 +161,7 @@ impl Resolver {
         if let Some(m) = self.cache.lock().unwrap().get(&key) {
             return Ok(m.clone());
         }
-        let text = match which {
-            LibraryPath::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read module {}: {e}", p.display()))?,
-            LibraryPath::Stdlib(n) => super::stdlib::source(n).unwrap_or_default().to_string(),
-        };
+        let text = which.text()?;
         self.sources
             .lock()
             .unwrap()
@@ -172,23 +177,7 @@ impl Resolver {
         }
         let result = (|| {
             let mut ast = engine.compile(&text).map_err(|e| {
-                let sources = self.sources.lock().unwrap();
-                let rendered = super::errors::render_parse_error(&e, &key, &sources);
-                Box::new(EvalAltResult::ErrorInModule(
-                    key.clone(),
-                    Box::new(EvalAltResult::ErrorRuntime(
-                        rendered
-                            .rendered
-                            .trim_start_matches("error: ")
-                            .lines()
-                            .next()
-                            .unwrap_or("")
-                            .to_string()
-                            .into(),
-                        e.position(),
-                    )),
-                    Position::NONE,
-                ))
+                parse_error_in_module(&e, &key, &self.sources.lock().unwrap(), Position::NONE)
             })?;
             ast.set_source(key.as_str());
             let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(|e| {
@@ -201,6 +190,25 @@ impl Resolver {
         self.cache.lock().unwrap().insert(key, module.clone());
         Ok(module)
     }
+}
+
+/// A library's parse error as the run reports it: the library `key`, imported at `at`.
+pub fn parse_error_in_module(
+    e: &rhai::ParseError,
+    key: &str,
+    sources: &Sources,
+    at: Position,
+) -> Box<EvalAltResult> {
+    let rendered = super::errors::render_parse_error(e, key, sources).rendered;
+    let first = rendered.trim_start_matches("error: ").lines().next();
+    Box::new(EvalAltResult::ErrorInModule(
+        key.to_string(),
+        Box::new(EvalAltResult::ErrorRuntime(
+            first.unwrap_or("").to_string().into(),
+            e.position(),
+        )),
+        at,
+    ))
 }
 
 impl Resolver {

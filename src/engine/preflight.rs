@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use rhai::{ASTNode, EvalAltResult, Expr, Position, Stmt, AST};
 
-use super::errors::{render_eval_error, render_parse_error, Sources};
-use super::modules::LibraryPath;
+use super::errors::{render_eval_error, Sources};
+use super::modules::parse_error_in_module;
 use super::{RunbookError, Session};
 
 /// The string-constant imports of `ast` with their positions, function bodies included.
@@ -49,14 +49,6 @@ fn walk(
     stack: &mut Vec<String>,
 ) -> Result<(), Box<EvalAltResult>> {
     for (name, pos) in imports_of(ast) {
-        let in_importer = |e: Box<EvalAltResult>| -> Box<EvalAltResult> {
-            match *e {
-                EvalAltResult::ErrorInModule(n, inner, Position::NONE) => {
-                    Box::new(EvalAltResult::ErrorInModule(n, inner, pos))
-                }
-                other => Box::new(other),
-            }
-        };
         let found = session
             .resolver()
             .candidates(Some(importer), &name)
@@ -76,38 +68,18 @@ fn walk(
         if !seen.insert(key.clone()) {
             continue;
         }
-        let lib = match &which {
-            LibraryPath::File(p) => std::fs::read_to_string(p).map_err(|e| {
-                Box::new(EvalAltResult::ErrorRuntime(
-                    format!("cannot read module {}: {e}", p.display()).into(),
-                    pos,
-                ))
-            })?,
-            LibraryPath::Stdlib(n) => super::stdlib::source(n).unwrap_or_default().to_string(),
-        };
+        let lib = which
+            .text()
+            .map_err(|e| Box::new(EvalAltResult::ErrorRuntime(e.into(), pos)))?;
         sources.insert(key.clone(), lib.clone());
-        let lib_ast = session.engine().compile(&lib).map_err(|e| {
-            let rendered = render_parse_error(&e, &key, sources).rendered;
-            let first = rendered.trim_start_matches("error: ").lines().next();
-            Box::new(EvalAltResult::ErrorInModule(
-                key.clone(),
-                Box::new(EvalAltResult::ErrorRuntime(
-                    first.unwrap_or("").to_string().into(),
-                    e.position(),
-                )),
-                pos,
-            ))
-        })?;
+        let lib_ast = session
+            .engine()
+            .compile(&lib)
+            .map_err(|e| parse_error_in_module(&e, &key, sources, pos))?;
         stack.push(key.clone());
         let nested = walk(session, &key, &lib_ast, sources, seen, stack);
         stack.pop();
-        nested.map_err(|e| {
-            in_importer(Box::new(EvalAltResult::ErrorInModule(
-                key.clone(),
-                e,
-                Position::NONE,
-            )))
-        })?;
+        nested.map_err(|e| Box::new(EvalAltResult::ErrorInModule(key, e, pos)))?;
     }
     Ok(())
 }
