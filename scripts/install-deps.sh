@@ -1,9 +1,14 @@
 #!/bin/sh
-# Installs the Debian packages `nixdeploy sandbox` and the end-to-end tests need.
-# Idempotent and non-interactive: runs `apt-get update` only when something is missing.
+# Installs the Debian packages `nixdeploy sandbox` and the end-to-end tests need, and finishes
+# the machine's Nix setup. Idempotent and non-interactive: runs `apt-get update` only when
+# something is missing. Written for a fresh Debian 12 (no /nix, no /etc/nix, no nixbld group,
+# no ~/.ssh, no sshd host keys): nothing here assumes an earlier run left anything behind.
 set -eu
 
-packages="nix-bin openssh-server openssh-client busybox-static iproute2 git tmux"
+# nix-setup-systemd is Debian's Nix setup (nix.conf, the nixbld group and build users); it is
+# only a Recommends of nix-bin, so --no-install-recommends would skip it. sudo is what the
+# sandbox's non-root logins escalate with; procps gives the tests `ps`.
+packages="nix-bin nix-setup-systemd openssh-server openssh-client busybox-static iproute2 git tmux sudo procps"
 
 missing=""
 for package in $packages; do
@@ -14,7 +19,16 @@ for package in $packages; do
     esac
 done
 
+# The parts of the Nix setup that a package install does not make on a machine without
+# systemd: the store's top directory (a root single-user Nix creates the rest itself).
+finish_nix_setup() {
+    if [ "$(id -u)" = 0 ]; then
+        mkdir -p /nix /etc/nix
+    fi
+}
+
 if [ -z "$missing" ]; then
+    finish_nix_setup
     echo "install-deps: everything is installed ($packages)"
     exit 0
 fi
@@ -46,3 +60,4 @@ echo "install-deps: installing$missing"
 apt-get update
 # shellcheck disable=SC2086 # word splitting of the package list is intended
 apt-get install -y --no-install-recommends $missing
+finish_nix_setup
