@@ -122,6 +122,7 @@ mod tests {
             name: HostName::new("web-1"),
             target_host: addr.to_string(),
             target_user: user.map(str::to_string),
+            escalation: Default::default(),
             target_port: port,
             tags: vec!["web".to_string()],
             system: "x86_64-linux".to_string(),

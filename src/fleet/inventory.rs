@@ -43,8 +43,10 @@ pub struct Host {
     pub name: HostName,
     /// The ssh destination; defaults to the name so ssh config aliases work.
     pub target_host: String,
-    /// `targetUser`; `None` lets the ssh config decide.
+    /// `targetUser`, the ssh login; `None` lets the ssh config decide.
     pub target_user: Option<String>,
+    /// How commands that need root are run when the login is not root (`sudo -H --`).
+    pub escalation: crate::transport::Escalation,
     /// `targetPort`; `None` lets the ssh config decide.
     pub target_port: Option<u16>,
     /// Tags, selected with `@tag`.

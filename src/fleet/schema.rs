@@ -162,6 +162,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
 pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: BuildOn) -> Host {
     Host {
         target_host: fields.target_host.unwrap_or_else(|| name.to_string()),
+        escalation: crate::transport::Escalation::for_login(fields.target_user.as_deref(), None),
         target_user: fields.target_user,
         target_port: fields.target_port,
         tags: fields.tags.unwrap_or_default(),

@@ -1,10 +1,12 @@
 //! How a host is reached: shell quoting, ssh targets, and one multiplexed connection per host.
 
+mod escalate;
 mod pool;
 mod quote;
 mod ssh;
 mod tuning;
 
+pub use escalate::{Escalation, DEFAULT_ESCALATION};
 pub use pool::Pool;
 #[cfg(test)]
 pub use quote::assert_valid_shell;
