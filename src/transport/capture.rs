@@ -90,8 +90,11 @@ impl<'a> Keeper<'a> {
                 } else {
                     piece
                 };
-                for part in body.chunks(MAX_LINE) {
-                    self.line.extend_from_slice(part);
+                let mut body = body;
+                while !body.is_empty() {
+                    let take = (MAX_LINE - self.line.len()).min(body.len());
+                    self.line.extend_from_slice(&body[..take]);
+                    body = &body[take..];
                     if self.line.len() >= MAX_LINE {
                         self.emit_line();
                     }
