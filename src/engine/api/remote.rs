@@ -76,14 +76,16 @@ pub mod api {
                 Some(v) if v.is_int() && v.as_int().unwrap_or(0) >= 64 => {
                     Some(v.as_int().unwrap_or(0) as usize)
                 }
-                Some(v) => return fail(format!(
+                Some(v) => {
+                    return fail(format!(
                     "exec: option `max_output` must be a number of bytes of at least 64, found {}",
                     if v.is_int() {
                         v.to_string()
                     } else {
                         v.type_name().to_string()
                     }
-                )),
+                ))
+                }
             },
         };
         opts.finish()?;
