@@ -92,6 +92,11 @@ impl Case {
         self.flake_text = Some(text.into());
         self
     }
+    /// One more fragment that must appear.
+    fn also(mut self, fragment: &str) -> Case {
+        self.fragments.push(fragment.into());
+        self
+    }
     fn file(mut self, path: &'static str, text: &str) -> Case {
         self.files.push((path, text.into()));
         self
@@ -707,13 +712,15 @@ fn catalogue() -> Vec<Case> {
             r#"{ nixdeploy.hosts.web-1.toplevel = throw "web-1 is not ready"; }"#,
             "(in host web-1, field toplevel)",
             "web-1 is not ready",
-        ),
+        )
+        .also("/flake/flake.nix:5:"),
         inv(
             "toplevel throws non-ASCII text",
             r#"{ nixdeploy.hosts.web-1.toplevel = throw "Schlüssel «ß» fehlt — ünïcode"; }"#,
             "(in host web-1, field toplevel)",
             "Schlüssel «ß» fehlt — ünïcode",
-        ),
+        )
+        .also("/flake/flake.nix:5:"),
         inv(
             "targetHost in defaults",
             r#"{ nixdeploy = { defaults.targetHost = "x"; hosts.web-1.toplevel = d "w"; }; }"#,
@@ -781,7 +788,7 @@ fn catalogue() -> Vec<Case> {
             "inventory",
             "flake.nix that does not parse",
             4,
-            &["failed to evaluate the inventory", "flake.nix:1:43"],
+            &["failed to evaluate the inventory", "/flake/flake.nix:1:43"],
         )
         .flake_text("{ outputs = { self }: { nixdeploy.hosts = ; }; }\n"),
         // ---- deploy-rs inventories ----
