@@ -77,7 +77,12 @@ pub fn make_context(
         allowed,
         pool: crate::transport::Pool::new().context("cannot create the ssh control directory")?,
         nix: crate::nix::Nix {
-            options: inventory.nix_options.clone(),
+            // The local setup's options first, so the inventory's `nixOptions` win over them.
+            options: crate::nix::setup::LocalNix::detect()
+                .options()
+                .into_iter()
+                .chain(inventory.nix_options.iter().cloned())
+                .collect(),
         },
         reporter: Reporter::new(sinks),
         options,
