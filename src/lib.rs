@@ -5,6 +5,7 @@ pub mod activation;
 pub mod cli;
 pub mod commands;
 pub mod context;
+pub mod doctor;
 pub mod engine;
 pub mod exit;
 pub mod fleet;

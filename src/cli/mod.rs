@@ -49,6 +49,8 @@ enum Command {
     Doc(DocArgs),
     /// Show the deployment journal.
     Log(LogArgs),
+    /// Check the deploying machine and the selected hosts, read-only, and say how to fix problems.
+    Doctor(DoctorArgs),
     /// Disposable local targets: network namespaces running sshd, each with its own Nix store.
     Sandbox {
         #[command(subcommand)]
@@ -135,6 +137,16 @@ struct DocArgs {
     out: PathBuf,
 }
 
+/// `nixdeploy doctor`.
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Print the report as JSON (see docs/doctor.md).
+    #[arg(long)]
+    json: bool,
+}
+
 /// `nixdeploy log`.
 #[derive(Debug, Args)]
 struct LogArgs {
@@ -173,6 +185,17 @@ enum SandboxAction {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Break a host on purpose (no-tools, full-store, readonly-store, wrong-host-key,
+    /// sshd-down); `sandbox up` repairs it.
+    Fault {
+        /// The host to break (`h2`).
+        host: String,
+        /// How to break it.
+        fault: String,
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Remove every namespace, mount, process and file the sandbox created.
     Down {
@@ -238,6 +261,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Hosts(a) => commands::hosts::run(&a.fleet.flake, a.fleet.on.as_deref(), a.json),
         Command::Check(a) => commands::check::run(&a.runbooks, &a.lib.lib, a.flake.as_deref()),
         Command::Doc(a) => commands::doc::run(&a.out),
+        Command::Doctor(a) => commands::doctor::run(commands::doctor::Options {
+            flake: a.fleet.flake,
+            on: a.fleet.on,
+            json: a.json,
+        }),
         Command::Log(a) => commands::log::run(a.host.as_deref(), a.on.as_deref(), a.json),
         Command::Sandbox { action } => match action {
             SandboxAction::Up {
@@ -247,6 +275,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 dir,
             } => commands::sandbox::up(dir, hosts as usize, builders as usize, size_kib),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
+            SandboxAction::Fault { host, fault, dir } => {
+                commands::sandbox::fault(dir, &host, &fault)
+            }
             SandboxAction::Down { dir } => commands::sandbox::down(dir),
         },
     }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod doc;
+pub mod doctor;
 pub mod hosts;
 pub mod journal;
 pub mod log;

@@ -1,6 +1,7 @@
 //! Disposable local SSH targets: network namespaces running sshd, each with its own Nix store.
 
 pub mod client;
+pub mod fault;
 pub mod flake;
 pub mod netns;
 pub mod sshd;
