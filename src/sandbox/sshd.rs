@@ -130,11 +130,18 @@ pub fn sshd_config(address: &str) -> String {
 }
 
 /// The per-host `nix.conf`.
+///
+/// `build-users-group =`: builds on a host run as root, never as the machine's `nixbld` users.
+/// Hosts share this machine's users and processes but each has its own `/nix`, so their Nix
+/// would hand out the same build uids from separate pools, and Nix kills every process of a
+/// build uid before and after using it: a build on a host killed the deployer's concurrent
+/// builds with signal 9 (tests/concurrent_builds.rs pins this).
 pub fn nix_conf(builder: bool) -> String {
     let mut text = String::from(
         "# Written by `nixdeploy sandbox up`.\n\
          sandbox = false\n\
          substituters =\n\
+         build-users-group =\n\
          experimental-features = nix-command flakes\n",
     );
     if builder {
