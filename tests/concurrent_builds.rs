@@ -41,7 +41,7 @@ fn a_build_on_a_sandbox_host_does_not_kill_a_build_running_on_the_deployer() {
     let rev = common::unique_rev();
     // On the deploying machine: a build that takes a moment, running as a nixbld user.
     let slow = derivation(&format!("slow-{rev}"), "sleep 3; echo ok > $out");
-    let mut deployer = Command::new("nix")
+    let deployer = Command::new("nix")
         .args(NIX_FLAGS)
         .args(["build", "--no-link", "--impure", "--expr", &slow])
         .stdout(Stdio::null())
