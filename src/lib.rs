@@ -11,6 +11,7 @@ pub mod exit;
 pub mod fleet;
 pub mod journal;
 pub mod keys;
+pub mod limits;
 pub mod nix;
 pub mod paths;
 pub mod plan;

@@ -27,6 +27,25 @@ pub struct FleetArgs {
     pub on: Option<String>,
 }
 
+/// How connections to hosts are kept.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Keep each host's ssh master this many seconds after the run, for the next run to reuse
+    /// (`nixdeploy disconnect` ends them).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub persist: u64,
+    /// Close every connection at the end of the run.
+    #[arg(long, conflicts_with = "persist")]
+    pub no_persist: bool,
+}
+
+impl ConnectArgs {
+    /// How long masters outlive the run, if at all.
+    pub fn persist(&self) -> Option<std::time::Duration> {
+        (!self.no_persist && self.persist > 0).then(|| std::time::Duration::from_secs(self.persist))
+    }
+}
+
 /// Where runbook libraries are looked up.
 #[derive(Debug, Clone, Args)]
 pub struct LibArgs {
@@ -49,6 +68,8 @@ enum Command {
     Doc(DocArgs),
     /// Show the deployment journal.
     Log(LogArgs),
+    /// End the ssh connections earlier runs kept open (`--persist`).
+    Disconnect,
     /// Check the deploying machine and the selected hosts, read-only, and say how to fix problems.
     Doctor(DoctorArgs),
     /// Disposable local targets: network namespaces running sshd, each with its own Nix store.
@@ -68,6 +89,8 @@ struct RunArgs {
     fleet: FleetArgs,
     #[command(flatten)]
     lib: LibArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -98,6 +121,8 @@ struct ReplArgs {
     fleet: FleetArgs,
     #[command(flatten)]
     lib: LibArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -207,6 +232,7 @@ enum SandboxAction {
 
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::limits::raise_open_files();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -250,6 +276,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             yes: a.yes,
             force_unlock: a.force_unlock,
             help: a.help,
+            persist: a.connect.persist(),
         }),
         Command::Repl(a) => commands::repl::run(commands::repl::Options {
             flake: a.fleet.flake,
@@ -257,7 +284,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             lib: a.lib.lib,
             parallel: a.parallel as usize,
             yes: a.yes,
+            persist: a.connect.persist(),
         }),
+        Command::Disconnect => commands::disconnect::run(),
         Command::Hosts(a) => commands::hosts::run(&a.fleet.flake, a.fleet.on.as_deref(), a.json),
         Command::Check(a) => commands::check::run(&a.runbooks, &a.lib.lib, a.flake.as_deref()),
         Command::Doc(a) => commands::doc::run(&a.out),
