@@ -190,7 +190,7 @@ enum SandboxAction {
     /// Bring up (or complete) a sandbox fleet.
     Up {
         /// How many hosts.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=256))]
         hosts: u32,
         /// How many remote builders (hosts that also build `aarch64-linux`).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
