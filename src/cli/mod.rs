@@ -201,16 +201,8 @@ fn render_error(err: &anyhow::Error) -> String {
             return f.message.clone();
         }
     }
-    let mut text = String::from("error: ");
-    let mut first = true;
-    for cause in err.chain() {
-        if !first {
-            text.push_str(": ");
-        }
-        first = false;
-        text.push_str(&cause.to_string());
-    }
-    text
+    // anyhow's alternate form is exactly "what: cause: cause", one `: ` per link of the chain.
+    format!("error: {err:#}")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
