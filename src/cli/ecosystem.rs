@@ -111,7 +111,12 @@ pub struct CompletionsArgs {
 
 /// `nixdeploy man`.
 #[derive(Debug, Args)]
-pub struct ManArgs {}
+pub struct ManArgs {
+    /// Write every page (`nixdeploy.1` and one `nixdeploy-SUBCOMMAND.1` each) into this
+    /// directory instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
 /// The full help of `nixdeploy run`, as `nixdeploy help run` prints it.
 pub fn run_help() -> String {
@@ -188,8 +193,20 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// `nixdeploy man`: the roff man page on stdout.
-pub fn man(_a: ManArgs) -> anyhow::Result<Exit> {
+/// `nixdeploy man`: the roff man page on stdout, or every page into `--out`.
+pub fn man(a: ManArgs) -> anyhow::Result<Exit> {
+    if let Some(dir) = a.out {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            crate::exit::Failure::input(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+            crate::exit::Failure::input(format!(
+                "cannot write man pages into {}: {e}",
+                dir.display()
+            ))
+        })?;
+        return Ok(Exit::Success);
+    }
     let mut out = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut out)?;
     use std::io::Write as _;
