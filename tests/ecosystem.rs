@@ -2,6 +2,8 @@
 //! `exec` and `run canary`, and the shell integration (`run X --help`, completions, man page).
 
 mod common;
+#[path = "common/repo.rs"]
+mod repo;
 
 use std::fs;
 use std::path::Path;
@@ -9,44 +11,10 @@ use std::process::Command;
 
 use common::{nixdeploy, Sandbox};
 
-/// A user's flake repo in an empty directory: only a `flake.nix` with `nixosConfigurations`
-/// (the sandbox's busybox-built systems, so they activate on its hosts) and the files it reads,
-/// plus an `ssh_config` that reaches the sandbox's h1.. by those names.
+/// The sandbox's ssh config, copied into the repo: it reaches h1.. by those names.
 fn user_repo(sb: &Sandbox, dir: &Path) {
-    let flake = sb.dir().join("flake");
-    for file in ["fleet.json", "switch-to-configuration.sh"] {
-        fs::copy(flake.join(file), dir.join(file)).unwrap();
-    }
-    let copied = Command::new("cp")
-        .arg("-r")
-        .arg(flake.join("bb"))
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    // The sandbox's flake without its `nixdeploy` output: nixosConfigurations only.
-    let text = fs::read_to_string(flake.join("flake.nix")).unwrap();
-    let start = text
-        .find("      nixdeploy = {")
-        .expect("the sandbox flake's nixdeploy output");
-    let end = text.rfind("    };\n}").unwrap();
-    let only_nixos = format!("{}{}", &text[..start], &text[end..]);
-    assert!(only_nixos.contains("nixosConfigurations") && !only_nixos.contains("nixdeploy ="));
-    fs::write(dir.join("flake.nix"), only_nixos).unwrap();
+    repo::nixos_only_flake(sb, dir);
     fs::copy(sb.ssh_config(), dir.join("ssh_config")).unwrap();
-}
-
-/// What the user does after `init`: wire nixdeploy.nix into the flake's outputs as told.
-fn wire_in(dir: &Path) {
-    let path = dir.join("flake.nix");
-    let text = fs::read_to_string(&path).unwrap();
-    let wired = text.replacen(
-        "      nixosConfigurations = ",
-        "      nixdeploy = import ./nixdeploy.nix { inherit self; };\n      nixosConfigurations = ",
-        1,
-    );
-    assert_ne!(text, wired);
-    fs::write(path, wired).unwrap();
 }
 
 #[test]
@@ -81,7 +49,7 @@ fn a_flake_repo_is_set_up_by_init_then_applied_execed_and_canaried_with_shipped_
         fs::read_to_string(dir.join("runbooks/example.rhai")).unwrap(),
         "// mine\n"
     );
-    wire_in(dir);
+    repo::wire_in(dir);
 
     here(&["apply", "--on", "h1"]).success();
     let h1 = sb
