@@ -207,6 +207,45 @@ fn bash_completions_load_and_complete_ru_to_run_and_runbooks() {
     let mut got: Vec<&str> = words.lines().collect();
     got.sort();
     assert_eq!(got, ["run", "runbooks"], "{words}");
+    let complete = |line: &str| -> Vec<String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let probe = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; _nixdeploy_runbooks nixdeploy {} {}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.path().display(),
+            quoted.join(" "),
+            words.len() - 1,
+            quoted[words.len() - 1],
+            quoted[words.len() - 2],
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&probe)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    Path::new(common::BIN).parent().unwrap().display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .current_dir(tempfile::tempdir().unwrap().path())
+            .output()
+            .unwrap();
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(complete("nixdeploy run can"), ["canary"]);
+    assert_eq!(complete("nixdeploy run canary --set so"), ["soak="]);
+    assert_eq!(
+        complete("nixdeploy run rolling --on h1 --set "),
+        ["batch=", "command=", "max_fail="]
+    );
     for shell in ["zsh", "fish"] {
         let out = nixdeploy(&["completions", shell]).success();
         assert!(out.stdout.contains("nixdeploy"), "{shell}: {out}");

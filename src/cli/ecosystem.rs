@@ -189,8 +189,29 @@ pub fn completions(a: CompletionsArgs) -> anyhow::Result<Exit> {
         Shell::Fish => clap_complete::Shell::Fish,
     };
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "nixdeploy", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "nixdeploy", &mut script);
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if matches!(a.shell, Shell::Bash) {
+        script = with_runbook_names(&script);
+    }
+    print!("{script}");
     Ok(Exit::Success)
+}
+
+/// The extension clap's bash script gets: shipped runbook names and `--set` parameter names
+/// (src/cli/completions.bash), registered in place of clap's own function.
+fn with_runbook_names(script: &str) -> String {
+    let extra = include_str!("completions.bash")
+        .replace("@RUNBOOKS@", &commands::shipped::names().join(" "));
+    let script = script.replace(
+        "complete -F _nixdeploy ",
+        "complete -F _nixdeploy_runbooks ",
+    );
+    format!(
+        "{script}
+{extra}"
+    )
 }
 
 /// `nixdeploy man`: the roff man page on stdout, or every page into `--out`.
