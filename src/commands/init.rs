@@ -209,6 +209,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_runbook_compiles_and_declares_its_parameters() {
+        let mut session =
+            crate::engine::Session::new(None, rhai::Map::new(), vec![], Default::default());
+        if let Err(e) = session.compile("runbooks/example.rhai", EXAMPLE) {
+            panic!("{}", e.rendered);
+        }
+        let params = crate::engine::params::declared("example.rhai", EXAMPLE).unwrap();
+        let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["mode", "check"]);
+    }
+
+    #[test]
     fn the_snippet_lists_every_host_and_parses_as_nix() {
         let text = snippet(&["web-1".into(), "db.1".into()], true);
         assert!(text.contains("web-1 = {"), "{text}");

@@ -224,6 +224,15 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
             Level::Error,
             e.rendered.trim_start_matches("error: ").to_string(),
         );
+        if super::annotations::enabled() {
+            eprintln!(
+                "{}",
+                super::annotations::error_line(
+                    &format!("nixdeploy: {source} stopped"),
+                    e.rendered.trim_start_matches("error: ")
+                )
+            );
+        }
         exit = e.exit;
     }
     let unhandled = session.unhandled_failures();
