@@ -45,6 +45,10 @@ const EXAMPLE: &str = include_str!("init/example.rhai");
 pub fn probe(dir: &Path) -> anyhow::Result<Found> {
     let flake = dir.display().to_string();
     let reference = crate::fleet::eval::resolve(&flake)?;
+    probe_ref(&flake, &reference)
+}
+
+fn probe_ref(flake: &str, reference: &crate::fleet::eval::FlakeRef) -> anyhow::Result<Found> {
     let output = Command::new("nix")
         .args([
             "--extra-experimental-features",
@@ -116,8 +120,8 @@ fn nix_attr(name: &str) -> String {
     }
 }
 
-/// Writes `path` unless it exists; says which happened.
-fn write_new(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()> {
+/// Writes `path` unless it exists; says which happened. Returns whether it wrote.
+fn write_new(path: &Path, text: &str, report: &mut String) -> anyhow::Result<bool> {
     use std::io::Write as _;
     match std::fs::OpenOptions::new()
         .write(true)
@@ -128,6 +132,7 @@ fn write_new(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()>
             f.write_all(text.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let _ = writeln!(report, "wrote {}", path.display());
+            Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let _ = writeln!(
@@ -135,18 +140,19 @@ fn write_new(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()>
                 "kept {} (it exists; not overwritten)",
                 path.display()
             );
+            Ok(false)
         }
-        Err(e) => {
-            return Err(Failure::input(format!("cannot create {}: {e}", path.display())).into())
-        }
+        Err(e) => Err(Failure::input(format!("cannot create {}: {e}", path.display())).into()),
     }
-    Ok(())
 }
 
 /// Runs `nixdeploy init` in `dir`.
 pub fn run(dir: &Path) -> anyhow::Result<Exit> {
-    let found = probe(dir)?;
+    let flake = dir.display().to_string();
+    let reference = crate::fleet::eval::resolve(&flake)?;
+    let found = probe_ref(&flake, &reference)?;
     let mut report = String::new();
+    let mut written = Vec::new();
     if found.nixdeploy {
         let _ = writeln!(
             report,
@@ -154,11 +160,13 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         );
     } else if !found.nixos.is_empty() {
         let ssh_config = dir.join("ssh_config").is_file();
-        write_new(
+        if write_new(
             &dir.join("nixdeploy.nix"),
             &snippet(&found.nixos, ssh_config),
             &mut report,
-        )?;
+        )? {
+            written.push("nixdeploy.nix");
+        }
         let _ = writeln!(
             report,
             "  {} host(s) from nixosConfigurations: {}",
@@ -179,7 +187,8 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
         let _ = writeln!(
             report,
             "a colmena hive found ({}): nixdeploy does not read hives; add `nixosConfigurations` \
-             (colmena's `makeHive` output evaluates them) or a `nixdeploy` output (docs/flake-schema.md)",
+             built from the same modules, then run `nixdeploy init` again, or write a `nixdeploy` \
+             output (docs/flake-schema.md)",
             found.colmena.join(", ")
         );
     } else {
@@ -193,7 +202,16 @@ pub fn run(dir: &Path) -> anyhow::Result<Exit> {
     let runbooks = dir.join("runbooks");
     std::fs::create_dir_all(&runbooks)
         .with_context(|| format!("cannot create {}", runbooks.display()))?;
-    write_new(&runbooks.join("example.rhai"), EXAMPLE, &mut report)?;
+    if write_new(&runbooks.join("example.rhai"), EXAMPLE, &mut report)? {
+        written.push("runbooks/example.rhai");
+    }
+    if reference.nix_ref.starts_with("git+file:") && !written.is_empty() {
+        let _ = writeln!(
+            report,
+            "the flake is in a git work tree, so Nix sees only tracked files: git add {}",
+            written.join(" ")
+        );
+    }
     let _ = writeln!(
         report,
         "try: nixdeploy hosts; nixdeploy apply --on HOST; nixdeploy run runbooks/example.rhai\n\
