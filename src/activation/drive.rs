@@ -258,12 +258,19 @@ fn note_window(on: &mut Ongoing, o: &Observed) {
     if o.state != WatchdogState::Armed {
         return;
     }
-    let left = o.window_left.unwrap_or(on.confirm_timeout);
-    let deadline = Instant::now() + left;
     if on.confirm_deadline.is_none() {
-        on.confirm_deadline = Some(deadline);
+        let left = o.window_left.unwrap_or(on.confirm_timeout);
+        on.armed_until(Instant::now() + left);
     }
-    on.give_up = on.give_up.max(deadline + GRACE);
+}
+
+impl Ongoing {
+    /// The watchdog is armed until `deadline`: the activation is over, so the verdict is due
+    /// once that window has passed (plus the time a rolled-back host needs to answer again).
+    pub fn armed_until(&mut self, deadline: Instant) {
+        self.confirm_deadline = Some(deadline);
+        self.give_up = deadline + GRACE;
+    }
 }
 
 /// The settle window, then the confirmation: the host must answer brand-new connections for
