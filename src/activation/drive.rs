@@ -326,10 +326,11 @@ async fn settle_and_confirm(
                 stable_since = None;
             }
         }
+        // One look per second: a settle of 2 s costs two looks and the confirmation.
         let pause = if ready {
             Duration::from_millis(300)
         } else {
-            POLL.min(on.settle)
+            Duration::from_secs(1).min(on.settle)
         };
         tokio::time::sleep(pause).await;
     }
