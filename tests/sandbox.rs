@@ -289,9 +289,12 @@ fn a_host_that_cuts_its_network_stops_answering_and_a_good_generation_restores_i
     let cut = sb.build_toplevel("h1");
     assert!(sb.nix_copy("h1", &good).status.success());
     assert!(sb.nix_copy("h1", &cut).status.success());
-    // A detached process started before the cut survives it and can switch back later.
+    // A detached process started before the cut survives it and can switch back later: it
+    // waits for a file the test creates from this machine once it has seen the host cut off
+    // (a timer would race with how long ssh takes to notice the cut on a loaded machine).
     let restore = format!(
-        "setsid sh -c 'sleep 6; {good}/bin/switch-to-configuration switch' </dev/null >/dev/null 2>&1 &"
+        "setsid sh -c 'until [ -e /run/restore-now ]; do sleep 0.1; done; \
+         {good}/bin/switch-to-configuration switch' </dev/null >/dev/null 2>&1 &"
     );
     assert!(sb.ssh("h1", &restore).status.success());
     let out = sb.ssh("h1", &format!("{cut}/bin/switch-to-configuration switch"));
@@ -300,6 +303,7 @@ fn a_host_that_cuts_its_network_stops_answering_and_a_good_generation_restores_i
     let status = sb.status();
     assert_eq!(status["hosts"][0]["up"], false);
     assert_eq!(status["hosts"][1]["up"], true);
+    std::fs::write(sb.host_root("h1").join("run/restore-now"), "").expect("signal the restore");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while sb.current_system("h1").as_deref() != Some(good.as_str()) {
         assert!(
