@@ -231,3 +231,29 @@ fn a_host_that_cannot_reach_the_cache_is_copied_to_directly_and_reported() {
         "a warning names the host"
     );
 }
+
+#[test]
+fn doctor_checks_the_push_side_and_whether_each_host_reaches_the_cache() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder().hosts(2).cache().up();
+    sb.fault("h2", "no-cache");
+    let out = sb
+        .nixdeploy(&["doctor", "--flake", &sb.flake(), "--json"])
+        .output();
+    let report: Value = serde_json::from_str(&out.stdout).expect("doctor --json");
+    let row = |host: Option<&str>, check: &str| -> String {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == check && c["host"].as_str() == host)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {check} row for {host:?}: {report}"))
+    };
+    assert_eq!(row(None, "cache.push"), "ok");
+    assert_eq!(row(None, "cache.key"), "ok");
+    assert_eq!(row(Some("h1"), "cache.reach"), "ok");
+    assert_eq!(row(Some("h2"), "cache.reach"), "warn");
+}

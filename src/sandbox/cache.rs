@@ -124,7 +124,8 @@ impl Sandbox {
         let mut fleet: Value = serde_json::from_str(&text)
             .with_context(|| format!("failed to parse {}", path.display()))?;
         let entry = json!({
-            "push": format!("file://{}", self.cache_dir().display()),
+            // zstd: quick to write; the sandbox's random contents do not compress anyway.
+            "push": format!("file://{}?compression=zstd", self.cache_dir().display()),
             "url": cache.url(),
             "publicKey": public.trim(),
             "signingKeyFile": self.cache_key(true),

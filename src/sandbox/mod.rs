@@ -349,7 +349,7 @@ impl Sandbox {
             .is_ok()
         });
         CacheStatus {
-            push: format!("file://{}", self.cache_dir().display()),
+            push: format!("file://{}?compression=zstd", self.cache_dir().display()),
             url: c.url(),
             public_key: fs::read_to_string(self.cache_key(false))
                 .unwrap_or_default()
