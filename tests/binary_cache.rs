@@ -257,3 +257,55 @@ fn doctor_checks_the_push_side_and_whether_each_host_reaches_the_cache() {
     assert_eq!(row(Some("h1"), "cache.reach"), "ok");
     assert_eq!(row(Some("h2"), "cache.reach"), "warn");
 }
+
+#[test]
+fn copy_via_cache_without_a_cache_in_the_inventory_stops_before_touching_a_host() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    fresh_revs(&sb);
+    let before = sb.store_paths("h1");
+    let out = sb
+        .nixdeploy(&["run", APPLY, "--flake", &sb.flake(), "--set", "via=cache"])
+        .failure();
+    out.assert_code(3);
+    out.assert_stderr_contains("host h1 has no binary cache in the inventory");
+    assert_eq!(sb.store_paths("h1"), before, "nothing was copied");
+    assert!(sb.activations("h1").is_empty(), "nothing was activated");
+}
+
+#[test]
+fn the_rolling_runbook_and_nixdeploy_apply_take_via_cache() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder().hosts(2).cache().up();
+    fresh_revs(&sb);
+    let rolling = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/rolling.rhai");
+    let events = sb
+        .nixdeploy(&[
+            "run",
+            rolling,
+            "--flake",
+            &sb.flake(),
+            "--set",
+            "via=cache",
+            "--json",
+        ])
+        .success()
+        .json_lines();
+    for h in ["h1", "h2"] {
+        assert_eq!(sb.current_system(h), Some(sb.build_toplevel(h)), "{h}");
+        assert!(copy_message(&events, h).starts_with("fetched "), "{h}");
+    }
+    fresh_revs(&sb);
+    let events = sb
+        .nixdeploy(&["apply", "--flake", &sb.flake(), "--via", "cache", "--json"])
+        .success()
+        .json_lines();
+    for h in ["h1", "h2"] {
+        assert_eq!(sb.current_system(h), Some(sb.build_toplevel(h)), "{h}");
+        assert!(copy_message(&events, h).starts_with("fetched "), "{h}");
+    }
+}
