@@ -129,7 +129,7 @@ fn a_deploy_through_the_cache_puts_every_host_on_its_system_and_pushes_nothing_t
     assert!(
         messages(&again)
             .iter()
-            .any(|m| m.starts_with("cache: pushed 0 path(s)")),
+            .any(|m| m.starts_with("cache: pushed 0 path(s), 0.0 MiB")),
         "{:?}",
         messages(&again)
     );
@@ -141,7 +141,7 @@ fn a_deploy_through_the_cache_puts_every_host_on_its_system_and_pushes_nothing_t
     assert!(
         messages(&third)
             .iter()
-            .any(|m| m.starts_with("cache: pushed 2 path(s)")),
+            .any(|m| m.starts_with("cache: pushed 2 path(s), ")),
         "{:?}",
         messages(&third)
     );

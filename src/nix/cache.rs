@@ -25,6 +25,14 @@ impl Nix {
         argv
     }
 
+    /// `nix path-info --json PATHS` (not recursive): each path's `narSize`.
+    pub fn sizes(&self, paths: &[String]) -> Vec<String> {
+        let mut argv = self.base("path-info");
+        argv.push("--json".into());
+        argv.extend(paths.iter().cloned());
+        argv
+    }
+
     /// `nix copy --to PUSH PATHS`: sends the closures to the cache; Nix queries the cache
     /// first and sends only the paths it lacks.
     pub fn push(&self, push_url: &str, paths: &[String]) -> Vec<String> {
@@ -66,6 +74,15 @@ pub fn realise_from_cache_argv(url: &str, public_key: &str, path: &str) -> Vec<S
         argv.extend(["--option".into(), name.into(), value]);
     }
     argv
+}
+
+/// The sum of `narSize` in `nix path-info --json` output (0 when it cannot be read).
+pub fn total_nar_size(json: &str) -> u64 {
+    serde_json::from_str::<Vec<serde_json::Value>>(json)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["narSize"].as_u64())
+        .sum()
 }
 
 /// Why a realise from the cache failed, read once from its stderr.
@@ -130,6 +147,14 @@ mod tests {
         let argv = nix.push("s3://b?region=x", &["/nix/store/a".into()]);
         assert!(argv.windows(2).any(|w| w == ["--to", "s3://b?region=x"]));
         assert!(!argv.contains(&"--no-check-sigs".to_string()));
+    }
+
+    #[test]
+    fn sizes_add_up_from_path_info() {
+        let json =
+            r#"[{"path":"/nix/store/a","narSize":1048576},{"path":"/nix/store/b","narSize":512}]"#;
+        assert_eq!(total_nar_size(json), 1_049_088);
+        assert_eq!(total_nar_size("not json"), 0);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use super::{fan_out_paths, HostResult, Outcome};
 use crate::context::Context;
 use crate::exit::Failure;
 use crate::fleet::{BinaryCache, Host};
-use crate::nix::cache::{cache_lacks_argv, realise_from_cache_argv, RealiseFailure};
+use crate::nix::cache::{
+    cache_lacks_argv, realise_from_cache_argv, total_nar_size, RealiseFailure,
+};
 use crate::nix::run_local;
 use crate::report::{Event, Level};
 use crate::transport::{command_line, Stream};
@@ -70,10 +72,11 @@ async fn prepare_cache(
     let paths: Vec<String> = paths.iter().cloned().collect();
     if ctx.options.dry_run {
         let lacking = cache_lacks(cache, &paths).await?;
+        let size = mib(nar_bytes(ctx, &lacking).await);
         ctx.reporter.message(
             Level::Info,
             format!(
-                "cache: would push {} path(s) to {} ({} already there)",
+                "cache: would push {} path(s), {size} to {} ({} already there)",
                 lacking.len(),
                 cache.push,
                 closure_of(&paths).await?.len() - lacking.len()
@@ -117,12 +120,32 @@ async fn prepare_cache(
             out.error_line()
         );
     }
-    let pushed = copied_paths(&out.stderr).len();
+    let pushed = copied_paths(&out.stderr);
+    let size = mib(nar_bytes(ctx, &pushed).await);
     ctx.reporter.message(
         Level::Info,
-        format!("cache: pushed {pushed} path(s) to {}", cache.push),
+        format!(
+            "cache: pushed {} path(s), {size} to {}",
+            pushed.len(),
+            cache.push
+        ),
     );
     Ok(())
+}
+
+/// The NAR size of `paths` in the local store; 0 when Nix cannot say (only a report figure).
+async fn nar_bytes(ctx: &Context, paths: &[String]) -> u64 {
+    if paths.is_empty() {
+        return 0;
+    }
+    match run_local(&ctx.nix.sizes(paths), &[], &|_, _| {}).await {
+        Ok(out) if out.success() => total_nar_size(&out.stdout),
+        _ => 0,
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
 }
 
 /// The store paths in the closures of `paths`, from the local store.
