@@ -26,7 +26,11 @@ pub async fn copy_via_cache(
     items: Vec<(Arc<Host>, String)>,
     opts: CopyOptions,
 ) -> anyhow::Result<Vec<HostResult<Copied>>> {
-    let groups = group_by_cache(&items)?;
+    group_by_cache(&items, &[])?;
+    // Only the systems some host still lacks go to the cache: a redeploy of hosts that already
+    // run their systems pushes nothing, even to an empty cache.
+    let lacking = hosts_lacking(ctx, &items).await;
+    let groups = group_by_cache(&items, &lacking)?;
     for (cache, paths) in &groups {
         prepare_cache(ctx, cache, paths).await?;
     }
@@ -39,12 +43,39 @@ pub async fn copy_via_cache(
     .await)
 }
 
-/// The hosts' caches, each with the union of the system paths it must hold.
+/// For each item, whether its host may lack its system (it neither runs it nor has it in its
+/// profile). A host that cannot be asked counts as lacking: its own step reports why.
+async fn hosts_lacking(ctx: &Arc<Context>, items: &[(Arc<Host>, String)]) -> Vec<bool> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (host, path)) in items.iter().enumerate() {
+        let (ctx, host, path) = (ctx.clone(), host.clone(), path.clone());
+        set.spawn(async move {
+            let has = match ctx.pool.get(&ctx.target(&host)).await {
+                Ok(conn) => has_system(&conn, &path, &host.profile)
+                    .await
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            (i, !has)
+        });
+    }
+    let mut lacking = vec![true; items.len()];
+    while let Some(done) = set.join_next().await {
+        if let Ok((i, l)) = done {
+            lacking[i] = l;
+        }
+    }
+    lacking
+}
+
+/// The hosts' caches, each with the union of the system paths it must hold: those of the items
+/// marked in `lacking` (all of them when `lacking` is empty). Errors for a host without a cache.
 fn group_by_cache(
     items: &[(Arc<Host>, String)],
+    lacking: &[bool],
 ) -> anyhow::Result<Vec<(BinaryCache, BTreeSet<String>)>> {
     let mut groups: Vec<(BinaryCache, BTreeSet<String>)> = Vec::new();
-    for (host, path) in items {
+    for (i, (host, path)) in items.iter().enumerate() {
         let Some(cache) = &host.cache else {
             bail!(Failure::input(format!(
                 "copy via cache: host {} has no binary cache in the inventory; set \
@@ -53,11 +84,15 @@ fn group_by_cache(
                 host.name, host.name
             )));
         };
-        match groups.iter_mut().find(|(c, _)| c == cache) {
-            Some((_, paths)) => {
-                paths.insert(path.clone());
+        let index = match groups.iter().position(|(c, _)| c == cache) {
+            Some(index) => index,
+            None => {
+                groups.push((cache.clone(), BTreeSet::new()));
+                groups.len() - 1
             }
-            None => groups.push((cache.clone(), BTreeSet::from([path.clone()]))),
+        };
+        if lacking.get(i).copied().unwrap_or(true) {
+            groups[index].1.insert(path.clone());
         }
     }
     Ok(groups)
@@ -70,6 +105,21 @@ async fn prepare_cache(
     paths: &BTreeSet<String>,
 ) -> anyhow::Result<()> {
     let paths: Vec<String> = paths.iter().cloned().collect();
+    if paths.is_empty() {
+        let verb = if ctx.options.dry_run {
+            "would push"
+        } else {
+            "pushed"
+        };
+        ctx.reporter.message(
+            Level::Info,
+            format!(
+                "cache: {verb} 0 path(s), 0.0 MiB to {}: every host has its system",
+                cache.push
+            ),
+        );
+        return Ok(());
+    }
     if ctx.options.dry_run {
         let lacking = cache_lacks(cache, &paths).await?;
         let size = mib(nar_bytes(ctx, &lacking).await);
