@@ -309,3 +309,37 @@ fn the_rolling_runbook_and_nixdeploy_apply_take_via_cache() {
         assert!(copy_message(&events, h).starts_with("fetched "), "{h}");
     }
 }
+
+#[test]
+fn the_cache_host_survives_another_up_and_down_removes_it() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder().hosts(1).cache().up();
+    let state = || -> Value {
+        serde_json::from_str(&fs::read_to_string(sb.dir().join("state.json")).unwrap()).unwrap()
+    };
+    let status = sb.status();
+    assert_eq!(status["cache"]["up"], true, "{status}");
+    assert!(status["cache"]["url"]
+        .as_str()
+        .unwrap()
+        .ends_with(".250:8080"));
+    let pid = state()["cache"]["httpd_pid"].as_u64().unwrap() as u32;
+    let netns = state()["cache"]["netns"].as_str().unwrap().to_string();
+    assert!(common::process_alive(pid));
+
+    sb.up_again(1, 0).assert_code(0);
+    assert_eq!(
+        state()["cache"]["httpd_pid"].as_u64(),
+        Some(pid as u64),
+        "an up without --cache keeps the running cache host"
+    );
+
+    sb.down();
+    assert!(!common::process_alive(pid), "httpd is stopped");
+    assert!(
+        !common::netns_list().contains(&netns),
+        "its namespace is gone"
+    );
+}
