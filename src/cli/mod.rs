@@ -237,7 +237,7 @@ enum SandboxAction {
         json: bool,
     },
     /// Break a host on purpose (no-tools, full-store, readonly-store, wrong-host-key,
-    /// sshd-down, no-cache); `sandbox up` repairs the first ones.
+    /// sshd-down, no-cache); docs/sandbox.md says how each is repaired.
     Fault {
         /// The host to break (`h2`).
         host: String,

@@ -98,8 +98,10 @@ pub enum RealiseFailure {
 }
 
 impl RealiseFailure {
-    /// Classifies the stderr of a failed [`realise_from_cache_argv`] run.
-    pub fn parse(stderr: &str) -> RealiseFailure {
+    /// Classifies the stderr of a failed [`realise_from_cache_argv`] run from cache `url`.
+    /// Only a failure to fetch *this* cache's `nix-cache-info` counts as unreachable: the
+    /// host's own substituters (cache.nixos.org) being out of reach says nothing about ours.
+    pub fn parse(stderr: &str, url: &str) -> RealiseFailure {
         let lines: Vec<&str> = stderr
             .lines()
             .map(str::trim)
@@ -114,10 +116,14 @@ impl RealiseFailure {
         if let Some(l) = find("is not signed by any of the keys") {
             return RealiseFailure::Untrusted(l);
         }
-        if let Some(l) = lines
-            .iter()
-            .find(|l| l.contains("unable to download") && l.contains("nix-cache-info"))
-        {
+        // An HTTP cache's messages carry its URL; an S3 one's only the file name.
+        let base = url.split('?').next().unwrap_or(url).trim_end_matches('/');
+        let ours = |l: &str| !url.starts_with("http") || l.contains(base);
+        if let Some(l) = lines.iter().find(|l| {
+            l.contains("nix-cache-info")
+                && (l.contains("unable to download") || l.contains("AWS error"))
+                && ours(l)
+        }) {
             return RealiseFailure::Unreachable(l.trim_start_matches("warning: ").to_string());
         }
         let last = lines
@@ -175,19 +181,33 @@ mod tests {
         let unreachable = "warning: error: unable to download 'http://10.77.7.250:8080/nix-cache-info': Couldn't connect to server (7); retrying in 262 ms\n\
             warning: unable to download 'http://10.77.7.250:8080/nix-cache-info': Couldn't connect to server (7)\n\
             don't know how to build these paths:\n  /nix/store/x\nerror: build of '/nix/store/x' failed\n";
+        let url = "http://10.77.7.250:8080";
         assert!(matches!(
-            RealiseFailure::parse(unreachable),
+            RealiseFailure::parse(unreachable, url),
             RealiseFailure::Unreachable(l) if l.contains("Couldn't connect")
+        ));
+        let theirs =
+            "warning: unable to download 'https://cache.nixos.org/nix-cache-info': Timeout\n\
+            error: build of '/nix/store/x' failed\n";
+        assert!(matches!(
+            RealiseFailure::parse(theirs, url),
+            RealiseFailure::Other(_)
+        ));
+        let s3 = "warning: AWS error fetching 'nix-cache-info': Unable to connect to endpoint\n";
+        assert!(matches!(
+            RealiseFailure::parse(s3, "s3://b?region=x"),
+            RealiseFailure::Unreachable(_)
         ));
         let untrusted = "warning: the substitute for '/nix/store/x' from 'http://c' is not signed by any of the keys in 'trusted-public-keys'\n\
             error: build of '/nix/store/x' failed\n";
         assert!(matches!(
-            RealiseFailure::parse(untrusted),
+            RealiseFailure::parse(untrusted, "http://c"),
             RealiseFailure::Untrusted(_)
         ));
         assert_eq!(
             RealiseFailure::parse(
-                "don't know how to build these paths:\nerror: build of '/nix/store/x' failed\n"
+                "don't know how to build these paths:\nerror: build of '/nix/store/x' failed\n",
+                "http://c"
             ),
             RealiseFailure::Other("error: build of '/nix/store/x' failed".into())
         );

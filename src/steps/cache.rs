@@ -274,7 +274,7 @@ async fn fetch_one(
         })
         .with_message(note));
     }
-    match RealiseFailure::parse(&out.stderr) {
+    match RealiseFailure::parse(&out.stderr, &cache.url) {
         RealiseFailure::Unreachable(why) => {
             ctx.reporter.message(
                 Level::Warn,
