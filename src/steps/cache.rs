@@ -19,8 +19,9 @@ use crate::nix::run_local;
 use crate::report::{Event, Level};
 use crate::transport::{command_line, Stream};
 
-/// Copies each host's closure through its inventory `cache`. Errors (before any host is
-/// touched) when a host has no cache, the signing key cannot be read, or the push fails.
+/// Copies each host's closure through its inventory `cache`. Errors before any host is changed
+/// when a host has no cache (then no host is even contacted), the signing key cannot be read,
+/// or signing or the push fails.
 pub async fn copy_via_cache(
     ctx: &Arc<Context>,
     items: Vec<(Arc<Host>, String)>,
