@@ -3,12 +3,20 @@
 # floor, on sandbox fleets of 1, 8 and 32 hosts. Prints a Markdown table; docs/performance.md
 # records a run. Usage, as root: bash scripts/bench.sh [SIZES_KIB] [HOST_COUNTS]
 #   e.g. bash scripts/bench.sh "1024 51200" "1 8 32"
+# Binary cache mode (docs/performance.md, "Through a binary cache"): direct copy against
+# `via=cache`, bytes leaving the deployer and wall time, with and without a 100 Mbit/s uplink:
+#   bash scripts/bench.sh cache [HOSTS=32] [KIB=51200]
+# NIXDEPLOY_BIN=path uses that binary instead of building a release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=${1:-"1024 51200"}
 counts=${2:-"1 8 32"}
-cargo build --release --quiet
-bin=$PWD/target/release/nixdeploy
+if [ -n "${NIXDEPLOY_BIN:-}" ]; then
+    bin=$NIXDEPLOY_BIN
+else
+    cargo build --release --quiet
+    bin=$PWD/target/release/nixdeploy
+fi
 nixf=(--extra-experimental-features "nix-command flakes" --option substituters "")
 export NIX_CONFIG="substituters ="
 root=$(mktemp -d /tmp/nd-bench.XXXX)
@@ -86,6 +94,67 @@ floor_copy() {
     done
     timed bash -c "${cmds} wait"
 }
+
+# --- binary cache mode ----------------------------------------------------------------------
+# The model: the deployer's uplink is the sandbox bridge device itself. Everything the deployer
+# sends to a host leaves through it (its tx counter counts it; a tbf qdisc on it shapes it).
+# The cache host's traffic to the hosts is forwarded port to port inside the bridge and never
+# crosses the deployer's uplink: the cache sits next to the fleet. The push goes to a file://
+# directory, so it crosses no link here; its bytes (the NARs written) are counted separately and,
+# for the limited uplink, its time at 100 Mbit/s is added as "push over the uplink".
+bridge() { python3 -c "import json;print(json.load(open('$root/sb/state.json'))['bridge'])"; }
+tx() { cat "/sys/class/net/$(bridge)/statistics/tx_bytes"; }
+shape() { # shape RATE|off
+    tc qdisc del dev "$(bridge)" root 2>/dev/null || true
+    if [ "$1" != off ]; then tc qdisc add dev "$(bridge)" root tbf rate "$1" burst 256kb latency 400ms; fi
+}
+fresh_cache() { # fresh_cache N KIB REV: a new sandbox with a cache host; closures all shared but 64 KiB
+    "$bin" sandbox down --dir "$root/sb" >/dev/null 2>&1 || true
+    "$bin" sandbox up --hosts "$1" --size-kib "$2" --cache --dir "$root/sb" >/dev/null
+    python3 - "$root/sb/flake/fleet.json" "$2" <<'PY'
+import json, sys
+p, kib = sys.argv[1], int(sys.argv[2])
+f = json.load(open(p))
+f["sharedKiB"] = kib
+for h in f["hosts"].values():
+    h["uniqueKiB"] = 64
+json.dump(f, open(p, "w"), indent=2)
+PY
+    set_rev "$3"
+}
+cache_run() { # cache_run N KIB VIA RATE: one first deploy; prints "wall egress_bytes pushed_bytes"
+    fresh_cache "$1" "$2" "$RANDOM$RANDOM"
+    shape "$4"
+    local before after pushed
+    before=$(tx)
+    read -r wall _ rc < <(timed "$bin" run runbooks/apply.rhai --flake "path:$root/sb/flake" \
+        --parallel 32 --set "via=$3")
+    after=$(tx)
+    shape off
+    [ "$rc" = 0 ] || { echo "deploy via $3 failed" >&2; exit 1; }
+    pushed=$(du -sb "$root/sb/cache" | cut -f1)
+    [ "$3" = cache ] || pushed=0
+    echo "$wall $((after - before)) $pushed"
+}
+if [ "${1:-}" = cache ]; then
+    n=${2:-32}; kib=${3:-51200}
+    mib() { python3 -c "print(f'{$1/1048576:.1f}')"; }
+    echo "| hosts | uplink | via | wall (s) | bytes to hosts over the uplink (MiB) | pushed to the cache (MiB) | egress / one closure | push over the uplink (s, computed) |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|"
+    one=$(( (kib + 64) * 1024 + 2 * 1048576 ))   # a closure: shared + unique + busybox (about 2 MiB)
+    for rate in off 100mbit; do
+        for via in direct cache; do
+            for hosts in 1 "$n"; do
+                read -r wall egress pushed < <(cache_run "$hosts" "$kib" "$via" "$rate")
+                ratio=$(python3 -c "print(f'{($egress + $pushed) / $one:.2f}')")
+                push_s=$(python3 -c "print(f'{$pushed * 8 / 100e6:.1f}' if '$rate' != 'off' and $pushed else '')")
+                label=$([ "$rate" = off ] && echo "unlimited" || echo "100 Mbit/s")
+                echo "| $hosts | $label | $via | $wall | $(mib "$egress") | $(mib "$pushed") | $ratio | $push_s |"
+            done
+        done
+    done
+    exit 0
+fi
 
 echo "| hosts | closure | scenario | nixdeploy (s) | peak RSS (MiB) | sequential loop (s) | parallel loop (s) | floor (s) |"
 echo "|---:|---:|---|---:|---:|---:|---:|---:|"

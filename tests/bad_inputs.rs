@@ -660,6 +660,36 @@ fn catalogue() -> Vec<Case> {
             "unknown builder 'arm'",
         ),
         inv(
+            "cache without a push URL",
+            r#"{ nixdeploy.hosts.web-1 = { toplevel = d "w"; cache.publicKey = "c-1:vWRv1eF5Pyvrlwuc30R7HHx1cgAsTqoBekPKiAK0DDI="; }; }"#,
+            "host web-1, field cache: field push",
+            "is missing",
+        ),
+        inv(
+            "cache publicKey not NAME:BASE64",
+            r#"{ nixdeploy = { defaults.cache = { push = "file:///c"; publicKey = "c-1"; }; hosts.web-1.toplevel = d "w"; }; }"#,
+            "nixdeploy.defaults, field cache: field publicKey",
+            "must be NAME:BASE64",
+        ),
+        inv(
+            "cache signing key as a Nix path (copied into the store)",
+            r#"{ nixdeploy = { defaults.cache = { push = "file:///c"; publicKey = "c-1:vWRv1eF5Pyvrlwuc30R7HHx1cgAsTqoBekPKiAK0DDI="; signingKeyFile = ./cache-key; }; hosts.web-1.toplevel = d "w"; }; }"#,
+            "nixdeploy.defaults, field cache: field signingKeyFile",
+            "is in the Nix store",
+        ),
+        rb(
+            "copy via an unknown route",
+            "copy(hosts(), #{ via: \"ftp\" });\n",
+            "bad.rhai:1:1",
+            "option `via` must be \"direct\" or \"cache\", found \"ftp\"",
+        ),
+        rb(
+            "copy via cache with no cache in the inventory",
+            "copy(hosts(), #{ via: \"cache\" });\n",
+            "bad.rhai:1:1",
+            "has no binary cache in the inventory",
+        ),
+        inv(
             "builder without host",
             r#"{ nixdeploy = { hosts.web-1.toplevel = d "w"; builders.arm = { systems = [ "aarch64-linux" ]; }; }; }"#,
             "builder arm",

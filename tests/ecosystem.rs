@@ -244,7 +244,7 @@ fn bash_completions_load_and_complete_ru_to_run_and_runbooks() {
     assert_eq!(complete("nixdeploy run canary --set so"), ["soak="]);
     assert_eq!(
         complete("nixdeploy run rolling --on h1 --set "),
-        ["batch=", "command=", "max_fail="]
+        ["batch=", "command=", "max_fail=", "via="]
     );
     for shell in ["zsh", "fish"] {
         let out = nixdeploy(&["completions", shell]).success();

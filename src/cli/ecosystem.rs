@@ -49,12 +49,24 @@ pub enum ApplyMode {
     DryActivate,
 }
 
+/// How `nixdeploy apply` moves closures (the shipped apply runbook's `via`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ApplyVia {
+    /// `nix copy` to each host over ssh.
+    Direct,
+    /// Push once to the inventory's binary cache; hosts substitute (docs/binary-cache.md).
+    Cache,
+}
+
 /// `nixdeploy apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// switch, boot, test or dry-activate.
     #[arg(long, value_enum, default_value = "switch")]
     mode: ApplyMode,
+    /// direct, or cache: push once to the inventory's binary cache and let hosts substitute.
+    #[arg(long, value_enum, default_value = "direct")]
+    via: ApplyVia,
     #[command(flatten)]
     run: ThinRunArgs,
 }
@@ -156,7 +168,16 @@ pub fn apply(a: ApplyArgs) -> anyhow::Result<Exit> {
         .to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_else(|| "switch".into());
-    thin("apply", a.run, vec![format!("mode={mode}")], false)
+    let via = match a.via {
+        ApplyVia::Direct => "direct",
+        ApplyVia::Cache => "cache",
+    };
+    thin(
+        "apply",
+        a.run,
+        vec![format!("mode={mode}"), format!("via={via}")],
+        false,
+    )
 }
 
 /// `nixdeploy build`: the shipped build runbook.

@@ -219,6 +219,10 @@ enum SandboxAction {
         /// Closure size per host in KiB (shared paths plus one unique path).
         #[arg(long, default_value_t = 1024)]
         size_kib: u64,
+        /// Also bring up a binary cache host (busybox httpd serving DIR/cache, with a key made
+        /// for this sandbox); the flake's inventory then has `defaults.cache`.
+        #[arg(long)]
+        cache: bool,
         /// The sandbox directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -233,7 +237,7 @@ enum SandboxAction {
         json: bool,
     },
     /// Break a host on purpose (no-tools, full-store, readonly-store, wrong-host-key,
-    /// sshd-down); `sandbox up` repairs it.
+    /// sshd-down, no-cache); docs/sandbox.md says how each is repaired.
     Fault {
         /// The host to break (`h2`).
         host: String,
@@ -326,8 +330,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 hosts,
                 builders,
                 size_kib,
+                cache,
                 dir,
-            } => commands::sandbox::up(dir, hosts as usize, builders as usize, size_kib),
+            } => commands::sandbox::up(
+                dir,
+                crate::sandbox::UpOptions {
+                    hosts: hosts as usize,
+                    builders: builders as usize,
+                    size_kib,
+                    cache,
+                },
+            ),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
             SandboxAction::Fault { host, fault, dir } => {
                 commands::sandbox::fault(dir, &host, &fault)

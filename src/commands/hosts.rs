@@ -132,6 +132,7 @@ mod tests {
             build_on: BuildOn::Builder("arm".to_string()),
             ssh_options: vec![],
             keys: BTreeMap::new(),
+            cache: None,
         }
     }
 

@@ -10,18 +10,9 @@ fn open(dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
 }
 
 /// `sandbox up`: bring up (or complete) the sandbox and print its status.
-pub fn up(
-    dir: Option<PathBuf>,
-    hosts: usize,
-    builders: usize,
-    size_kib: u64,
-) -> anyhow::Result<Exit> {
+pub fn up(dir: Option<PathBuf>, opts: UpOptions) -> anyhow::Result<Exit> {
     let sandbox = open(dir)?;
-    let status = sandbox.up(&UpOptions {
-        hosts,
-        builders,
-        size_kib,
-    })?;
+    let status = sandbox.up(&opts)?;
     print!("{}", status.render());
     Ok(Exit::Success)
 }

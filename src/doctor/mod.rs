@@ -1,6 +1,7 @@
 //! `doctor`: read-only checks of the deploying machine and of every selected host, each with
 //! a verdict and, for every problem, one line saying how to fix it. Nothing is ever changed.
 
+mod cache;
 mod deployer;
 mod remote;
 
@@ -191,6 +192,7 @@ impl Report {
 /// Checks every host of `hosts` at once (they are independent) and returns their rows in the
 /// order of `hosts`.
 pub async fn check_hosts(inventory: &Inventory, hosts: &[Arc<Host>]) -> Vec<Check> {
+    let caches = cache::check_deployer_caches(hosts).await;
     let mut set = tokio::task::JoinSet::new();
     for (i, host) in hosts.iter().enumerate() {
         let target = crate::transport::Target::of(host, inventory);
@@ -213,5 +215,8 @@ pub async fn check_hosts(inventory: &Inventory, hosts: &[Arc<Host>]) -> Vec<Chec
         }
     }
     rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().flat_map(|(_, checks)| checks).collect()
+    caches
+        .into_iter()
+        .chain(rows.into_iter().flat_map(|(_, checks)| checks))
+        .collect()
 }

@@ -55,6 +55,9 @@ pub async fn check_host(target: Target, host: Arc<Host>) -> Vec<Check> {
     }
     checks.push(free_space(name, &facts));
     checks.push(system(name, &host.system, &facts));
+    if let Some(cache) = &host.cache {
+        checks.push(super::cache::reach(name, &target, cache).await);
+    }
     checks
 }
 

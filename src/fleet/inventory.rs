@@ -65,6 +65,9 @@ pub struct Host {
     pub ssh_options: Vec<String>,
     /// Secrets declared in the inventory (`keys.<name> = { ... }`), as evaluated JSON.
     pub keys: BTreeMap<String, serde_json::Value>,
+    /// The binary cache it substitutes from with `copy(.., #{ via: "cache" })`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::BinaryCache>,
 }
 
 /// The whole inventory of one flake.

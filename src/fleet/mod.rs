@@ -1,5 +1,6 @@
 //! The fleet: host names, the inventory read from a flake, and host selectors.
 
+pub mod cache;
 mod deploy_rs;
 pub mod eval;
 pub mod inventory;
@@ -11,6 +12,7 @@ mod suggest;
 mod testing;
 mod value;
 
+pub use cache::BinaryCache;
 pub use inventory::{BuildOn, Builder, Host, Inventory};
 pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;

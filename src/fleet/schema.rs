@@ -27,6 +27,7 @@ const HOST_FIELDS: &[&str] = &[
     "sshOptions",
     "profile",
     "keys",
+    "cache",
 ];
 const NOT_DEFAULTS: &[&str] = &["targetHost", "toplevel"];
 const BUILDER_FIELDS: &[&str] = &[
@@ -70,6 +71,8 @@ pub struct HostFields {
     pub profile: Option<String>,
     /// `keys`, merged by key name with the defaults.
     pub keys: BTreeMap<String, Value>,
+    /// `cache`, the binary cache this host substitutes from.
+    pub cache: Option<super::cache::BinaryCache>,
 }
 
 impl HostFields {
@@ -105,6 +108,10 @@ impl HostFields {
                 .object("keys")?
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
+            cache: attrs
+                .get("cache")
+                .map(|v| super::cache::BinaryCache::read(attrs.what(), v))
+                .transpose()?,
         })
     }
 
@@ -123,6 +130,7 @@ impl HostFields {
             ssh_options: self.ssh_options.or_else(|| defaults.ssh_options.clone()),
             profile: self.profile.or_else(|| defaults.profile.clone()),
             keys,
+            cache: self.cache.or_else(|| defaults.cache.clone()),
         }
     }
 }
@@ -176,6 +184,7 @@ pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: Bu
         build_on,
         ssh_options: fields.ssh_options.unwrap_or_default(),
         keys: fields.keys,
+        cache: fields.cache,
         name,
     }
 }

@@ -62,6 +62,11 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// What this set is called in errors (`host web-1`).
+    pub fn what(&self) -> &'a str {
+        self.what
+    }
+
     /// The field, unless it is missing or `null`.
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())

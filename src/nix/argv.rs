@@ -21,7 +21,7 @@ impl StoreUri {
 }
 
 impl Nix {
-    fn base(&self, subcommand: &str) -> Vec<String> {
+    pub(super) fn base(&self, subcommand: &str) -> Vec<String> {
         let mut argv = vec![
             "nix".to_string(),
             "--extra-experimental-features".into(),

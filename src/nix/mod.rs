@@ -1,6 +1,7 @@
 //! Nix on the deploying machine: argv builders (pure, unit-tested) and the runs of `nix build` and `nix copy`.
 
 mod argv;
+pub mod cache;
 mod process;
 pub mod setup;
 

@@ -25,16 +25,20 @@ pub enum Fault {
     WrongHostKey,
     /// The host's sshd is stopped (the host's network stays up).
     SshdDown,
+    /// The host has no route to the sandbox's binary cache host (an `unreachable` route in
+    /// its network namespace); everything else still reaches it.
+    NoCache,
 }
 
 impl Fault {
     /// Every fault, by its name on the command line.
-    pub const ALL: [(&'static str, Fault); 5] = [
+    pub const ALL: [(&'static str, Fault); 6] = [
         ("no-tools", Fault::NoTools),
         ("full-store", Fault::FullStore),
         ("readonly-store", Fault::ReadonlyStore),
         ("wrong-host-key", Fault::WrongHostKey),
         ("sshd-down", Fault::SshdDown),
+        ("no-cache", Fault::NoCache),
     ];
 
     /// The fault called `name`, or an error listing the known ones.
@@ -96,6 +100,27 @@ impl Sandbox {
                 Ok(())
             }
             Fault::WrongHostKey => self.swap_known_host_key(host),
+            Fault::NoCache => {
+                let cache = state.cache.as_ref().ok_or_else(|| {
+                    Failure::input(format!(
+                        "the sandbox in {} has no cache host (bring it up with `sandbox up --cache`)",
+                        self.dir().display()
+                    ))
+                })?;
+                let route = format!("{}/32", cache.address);
+                super::run(
+                    "ip",
+                    &[
+                        "-n",
+                        &entry.netns,
+                        "route",
+                        "replace",
+                        "unreachable",
+                        &route,
+                    ],
+                )?;
+                Ok(())
+            }
         }
     }
 

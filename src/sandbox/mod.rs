@@ -1,5 +1,6 @@
 //! Disposable local SSH targets: network namespaces running sshd, each with its own Nix store.
 
+pub mod cache;
 pub mod client;
 pub mod fault;
 pub mod flake;
@@ -38,6 +39,8 @@ pub struct UpOptions {
     pub builders: usize,
     /// Closure size per host in KiB, for a new `fleet.json` (half shared, half unique).
     pub size_kib: u64,
+    /// Also bring up the binary cache host (kept by later `up`s until `down`).
+    pub cache: bool,
 }
 
 /// What `status` reports (and `status --json` prints).
@@ -49,6 +52,22 @@ pub struct Status {
     pub ssh_config: PathBuf,
     /// Every host, targets then builders.
     pub hosts: Vec<HostStatus>,
+    /// The binary cache host, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// The binary cache host in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStatus {
+    /// Where the deployer pushes (`file:///abs/DIR/cache`).
+    pub push: String,
+    /// Where the hosts substitute from (`http://10.77.K.250:8080`).
+    pub url: String,
+    /// The public key the hosts trust for a deploy.
+    pub public_key: String,
+    /// Whether its httpd accepts TCP connections.
+    pub up: bool,
 }
 
 /// One host in [`Status`].
@@ -73,6 +92,13 @@ impl Status {
         for h in &self.hosts {
             let up = if h.up { "yes" } else { "no" };
             text.push_str(&format!("{:<5} {:<14} {up}\n", h.name, h.address));
+        }
+        if let Some(c) = &self.cache {
+            let up = if c.up { "yes" } else { "no" };
+            text.push_str(&format!(
+                "\ncache       {} (push {}, up: {up})\npublic key  {}\n",
+                c.url, c.push, c.public_key
+            ));
         }
         text
     }
@@ -189,7 +215,14 @@ impl Sandbox {
         if let Some(err) = errors.into_iter().next() {
             return Err(err);
         }
-        self.write_client_files(&state, opts)
+        if opts.cache || state.cache.is_some() {
+            self.ensure_cache(&mut state, k)?;
+        }
+        self.write_client_files(&state, opts)?;
+        match &state.cache {
+            Some(cache) => self.write_fleet_cache(cache),
+            None => Ok(()),
+        }
     }
 
     /// Makes one host answer: keeps it if its sshd is ours and answers, else rebuilds it.
@@ -270,7 +303,9 @@ impl Sandbox {
             Ok(())
         });
         let up = up.into_inner().unwrap_or_else(|e| e.into_inner());
+        let cache = state.cache.as_ref().map(|c| self.cache_status(c));
         Ok(Status {
+            cache,
             flake: self.flake_ref(),
             ssh_config: self.ssh_config(),
             hosts: state
@@ -300,10 +335,34 @@ impl Sandbox {
         if let Some(err) = errors.into_iter().next() {
             return Err(err);
         }
+        if let Some(c) = &state.cache {
+            cache::stop_cache(c, &self.cache_dir())?;
+        }
         netns::delete_bridge(&state.bridge)?;
         fs::remove_dir_all(&self.dir)
             .with_context(|| format!("failed to remove {}", self.dir.display()))?;
         Ok(true)
+    }
+}
+
+impl Sandbox {
+    fn cache_status(&self, c: &cache::CacheState) -> CacheStatus {
+        let up = c.address.parse().is_ok_and(|ip| {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(ip, cache::PORT),
+                Duration::from_secs(1),
+            )
+            .is_ok()
+        });
+        CacheStatus {
+            push: format!("file://{}?compression=zstd", self.cache_dir().display()),
+            url: c.url(),
+            public_key: fs::read_to_string(self.cache_key(false))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            up,
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub struct State {
     pub bridge: String,
     /// Every host, targets first, in name order.
     pub hosts: Vec<HostState>,
+    /// The binary cache host, when brought up with `--cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::cache::CacheState>,
 }
 
 impl State {
@@ -59,6 +62,7 @@ impl State {
             id,
             subnet: None,
             hosts: Vec::new(),
+            cache: None,
         }
     }
 

@@ -17,21 +17,54 @@ use crate::transport::{Connection, Stream};
 pub struct CopyOptions {
     /// Let the target fetch paths from its own binary caches (on by default).
     pub substitute: bool,
+    /// How closures travel: straight to each host, or once through the binary cache.
+    pub via: Via,
 }
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { substitute: true }
+        CopyOptions {
+            substitute: true,
+            via: Via::Direct,
+        }
+    }
+}
+
+/// How `copy` moves closures (`via` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `nix copy` to each host over its own connection.
+    Direct,
+    /// Push once to the inventory's `cache`; each host substitutes from it.
+    Cache,
+}
+
+impl Via {
+    /// `"direct"` or `"cache"`.
+    pub fn parse(text: &str) -> Result<Via, String> {
+        match text {
+            "direct" => Ok(Via::Direct),
+            "cache" => Ok(Via::Cache),
+            other => Err(format!(
+                "option `via` must be \"direct\" or \"cache\", found \"{other}\""
+            )),
+        }
     }
 }
 
 /// What was (or would be) copied to one host.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Copied {
     /// The system path.
     pub path: String,
     /// The store paths the host lacked.
     pub paths: Vec<String>,
+    /// The binary cache the host fetched (or would fetch) from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Why the host was copied to directly although `via: "cache"` was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// Copies `path` of each `(host, path)` pair to its host.
@@ -39,14 +72,17 @@ pub async fn copy(
     ctx: &Arc<Context>,
     items: Vec<(Arc<Host>, String)>,
     opts: CopyOptions,
-) -> Vec<HostResult<Copied>> {
+) -> anyhow::Result<Vec<HostResult<Copied>>> {
+    if opts.via == Via::Cache {
+        return super::cache::copy_via_cache(ctx, items, opts).await;
+    }
     let c = ctx.clone();
-    fan_out_paths(ctx, items, "copy", move |host, path| {
+    Ok(fan_out_paths(ctx, items, "copy", move |host, path| {
         let ctx = c.clone();
         let opts = opts.clone();
         async move { copy_one(&ctx, &host, &path, &opts).await }
     })
-    .await
+    .await)
 }
 
 async fn copy_one(
@@ -70,6 +106,7 @@ async fn copy_one(
     let copied = Copied {
         path: path.to_string(),
         paths: missing.clone(),
+        ..Copied::default()
     };
     if missing.is_empty() {
         return Ok(Outcome::skipped(copied, "already present"));
@@ -79,10 +116,26 @@ async fn copy_one(
         return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
     }
     crate::activation::lock(ctx, host).await?;
+    send_direct(ctx, host, &conn, path, opts.substitute).await
+}
+
+/// `nix copy` of `path` to the host over its open connection; what Nix really sent.
+pub(super) async fn send_direct(
+    ctx: &Context,
+    host: &Host,
+    conn: &Connection,
+    path: &str,
+    substitute: bool,
+) -> anyhow::Result<Outcome<Copied>> {
+    let target = conn.target();
+    let copied = Copied {
+        path: path.to_string(),
+        ..Copied::default()
+    };
     let argv = ctx.nix.copy_to(
-        &StoreUri::of(&target),
+        &StoreUri::of(target),
         &[path.to_string()],
-        opts.substitute,
+        substitute,
         false,
     );
     let env = conn.nix_env()?;
@@ -128,7 +181,11 @@ async fn copy_one(
 
 /// Does the host run `path`, or does its profile point at it? Either is a live GC root, so
 /// its closure is on the host; two `readlink`s answer without starting Nix there.
-async fn has_system(conn: &Connection, path: &str, profile: &str) -> anyhow::Result<bool> {
+pub(super) async fn has_system(
+    conn: &Connection,
+    path: &str,
+    profile: &str,
+) -> anyhow::Result<bool> {
     Ok(conn
         .run(&has_system_command(path, profile), None)
         .await?

@@ -2,12 +2,13 @@
 //! outcome per host; a failure on one host never stops the others.
 
 mod build;
+mod cache;
 mod copy;
 pub mod diff;
 mod exec;
 
 pub use build::{build, BuildOptions, Built};
-pub use copy::{copy, missing_paths, Copied, CopyOptions};
+pub use copy::{copy, missing_paths, Copied, CopyOptions, Via};
 pub use exec::{exec, ExecOptions, Executed};
 
 use std::future::Future;

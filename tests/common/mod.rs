@@ -227,9 +227,16 @@ pub struct SandboxBuilder {
     hosts: usize,
     builders: usize,
     size_kib: u64,
+    cache: bool,
 }
 
 impl SandboxBuilder {
+    /// Also bring up the sandbox's binary cache host (`sandbox up --cache`).
+    pub fn cache(mut self) -> Self {
+        self.cache = true;
+        self
+    }
+
     /// Targets `h1`…`hN` (default 3).
     pub fn hosts(mut self, n: usize) -> Self {
         self.hosts = n;
@@ -262,6 +269,7 @@ impl SandboxBuilder {
         sandbox
             .nixdeploy(&["sandbox", "up"])
             .args(&sandbox.up_args(self.hosts, self.builders, self.size_kib))
+            .args(if self.cache { &["--cache"][..] } else { &[] })
             .success();
         sandbox
     }
@@ -281,6 +289,7 @@ impl Sandbox {
             hosts: 3,
             builders: 0,
             size_kib: 64,
+            cache: false,
         }
     }
 

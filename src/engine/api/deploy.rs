@@ -104,10 +104,14 @@ pub mod api {
     }
 
     /// `copy` with options: `substitute` (default `true`) lets hosts fetch paths from their own
-    /// binary caches.
+    /// binary caches; `via` (`"direct"`, the default, or `"cache"`): with `"cache"` the union of
+    /// the hosts' closures is signed and pushed once to the inventory's `cache` (only what it
+    /// lacks) and each host substitutes its closure from there; a host that cannot reach the
+    /// cache is copied to directly, and its entry says so (`fallback`).
     ///
     /// ```rhai
     /// copy(b, #{ substitute: false });
+    /// let c = copy(b, #{ via: "cache" });
     /// ```
     #[rhai_fn(name = "copy", return_raw)]
     pub fn copy_with(
@@ -118,13 +122,21 @@ pub mod api {
         let api = api(&ctx)?;
         let mut opts = Options::new("copy", options);
         let substitute = opts.bool("substitute")?.unwrap_or(true);
+        let via = match opts.string("via")? {
+            Some(v) => steps::Via::parse(&v).map_err(|e| format!("copy: {e}"))?,
+            None => steps::Via::Direct,
+        };
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
-        let results = api.ctx.runtime.block_on(steps::copy(
-            &api.ctx,
-            items,
-            steps::CopyOptions { substitute },
-        ));
+        let results = api
+            .ctx
+            .runtime
+            .block_on(steps::copy(
+                &api.ctx,
+                items,
+                steps::CopyOptions { substitute, via },
+            ))
+            .map_err(|e| format!("copy: {e:#}"))?;
         Ok(record(
             &api,
             Report::from_results("copy", call_site(&ctx), results, |c| Some(c.path.clone())),

@@ -98,7 +98,8 @@
         sshConfig = fleet.sshConfig;
         # No binary cache is reachable from a sandbox: do not wait for one.
         nixOptions = { substituters = ""; };
-        defaults = { targetUser = "root"; };
+        # `sandbox up --cache` adds the sandbox's binary cache (push, url, publicKey, signingKeyFile).
+        defaults = { targetUser = "root"; } // (if fleet ? cache then { inherit (fleet) cache; } else { });
         hosts = builtins.mapAttrs
           (name: h: {
             tags = h.tags or [ ];
