@@ -75,10 +75,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
-        Check {
-            fix: Some(fix.into()),
-            ..Check::new(host, check, Status::Warn, detail.into())
-        }
+        Check::with_fix(host, check, Status::Warn, detail.into(), fix.into())
     }
 
     /// A failure with its fix.
@@ -88,9 +85,19 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
+        Check::with_fix(host, check, Status::Fail, detail.into(), fix.into())
+    }
+
+    fn with_fix(
+        host: Option<&str>,
+        check: &'static str,
+        status: Status,
+        detail: String,
+        fix: String,
+    ) -> Check {
         Check {
-            fix: Some(fix.into()),
-            ..Check::new(host, check, Status::Fail, detail.into())
+            fix: Some(fix),
+            ..Check::new(host, check, status, detail)
         }
     }
 }
