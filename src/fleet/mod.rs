@@ -1,9 +1,11 @@
 //! The fleet: host names, the inventory read from a flake, and host selectors.
 
+mod colmena;
 mod deploy_rs;
 pub mod eval;
 pub mod inventory;
 mod name;
+mod profiles;
 mod schema;
 pub mod selector;
 mod suggest;
@@ -11,7 +13,7 @@ mod suggest;
 mod testing;
 mod value;
 
-pub use inventory::{BuildOn, Builder, Host, Inventory};
+pub use inventory::{ActivateDefaults, BuildOn, Builder, Host, Inventory, Profile, ProfileKind};
 pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;
 pub use selector::{Selector, SelectorError};
