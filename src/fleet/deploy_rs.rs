@@ -176,6 +176,11 @@ fn read_node(
             "{system_what}: user is '{system_user}', but a NixOS system is activated as root; nixdeploy activates it as root"
         ));
     }
+    if has_system && chain.activate().auto_rollback == Some(false) {
+        warnings.push(format!(
+            "{system_what}: autoRollback = false does not apply to the system; nixdeploy always rolls a failed system activation back (other profiles follow it)"
+        ));
+    }
     let fields = HostFields {
         target_host: node_attrs.string("hostname")?,
         target_user: login.clone(),

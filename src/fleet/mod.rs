@@ -17,3 +17,8 @@ pub use inventory::{ActivateDefaults, BuildOn, Builder, Host, Inventory, Profile
 pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;
 pub use selector::{Selector, SelectorError};
+
+/// `unknown profile 'x' (did you mean 'y'?); known profiles: ...`.
+pub fn unknown_profile<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    suggest::unknown("profile", name, known)
+}

@@ -13,16 +13,11 @@ use crate::report::Event;
 use crate::transport::{command_line, Connection, Stream};
 
 /// Options of `copy`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
-    /// Let the target fetch paths from its own binary caches (on by default).
-    pub substitute: bool,
-}
-
-impl Default for CopyOptions {
-    fn default() -> Self {
-        CopyOptions { substitute: true }
-    }
+    /// Let the target fetch paths from its own binary caches; `None` follows the host's
+    /// `substituteOnDestination`, and yes when that is unset.
+    pub substitute: Option<bool>,
 }
 
 /// What was (or would be) copied to one host.
@@ -60,12 +55,15 @@ async fn copy_one(
     // A real run only asks whether the host runs the system (or its profile points at it) —
     // the redeploy case; otherwise `nix copy` works out the missing paths itself and sends
     // nothing when there are none. The dry run lists exactly which paths would go.
+    let wanted = wanted_paths(host, path);
     let missing = if ctx.options.dry_run {
-        missing_paths(&conn, path).await?
-    } else if has_system(&conn, path, &host.profile).await? {
-        Vec::new()
+        let mut all = Vec::new();
+        for (p, _) in &wanted {
+            all.extend(missing_paths(&conn, p).await?);
+        }
+        all
     } else {
-        vec![path.to_string()]
+        absent(&conn, &wanted).await?
     };
     let copied = Copied {
         path: path.to_string(),
@@ -79,12 +77,30 @@ async fn copy_one(
         return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
     }
     crate::activation::lock(ctx, host).await?;
-    let argv = ctx.nix.copy_to(
-        &StoreUri::of(&target),
-        &[path.to_string()],
-        opts.substitute,
-        false,
-    );
+    let substitute = opts.substitute.or(host.substitute).unwrap_or(true);
+    // A prebuilt store path this machine does not have: the host substitutes it itself.
+    let (here, elsewhere): (Vec<String>, Vec<String>) = missing
+        .iter()
+        .cloned()
+        .partition(|p| std::path::Path::new(p).exists());
+    for p in &elsewhere {
+        let out = conn
+            .run(&host.escalation.root(&realise_command(p)), None)
+            .await?;
+        if !out.success() {
+            bail!(
+                "{p} is not in this machine's store and {} cannot substitute it: {}; build or fetch it here first (nix-store --realise {p})",
+                host.name,
+                out.last_error_line()
+            );
+        }
+    }
+    if here.is_empty() {
+        return Ok(Outcome::done(copied).with_message("substituted on the host"));
+    }
+    let argv = ctx
+        .nix
+        .copy_to(&StoreUri::of(&target), &here, substitute, false);
     let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
@@ -126,21 +142,61 @@ async fn copy_one(
     .with_message(format!("{n} path(s)")))
 }
 
-/// Does the host run `path`, or does its profile point at it? Either is a live GC root, so
-/// its closure is on the host; two `readlink`s answer without starting Nix there.
-async fn has_system(conn: &Connection, path: &str, profile: &str) -> anyhow::Result<bool> {
-    Ok(conn
-        .run(&has_system_command(path, profile), None)
-        .await?
-        .success())
+/// The store paths a host should have, each with the profile that points at it when deployed:
+/// the system (unless the host has none) and every other profile.
+fn wanted_paths(host: &Host, path: &str) -> Vec<(String, String)> {
+    let mut wanted = Vec::new();
+    if host.has_system && !path.is_empty() {
+        wanted.push((path.to_string(), host.profile.clone()));
+    }
+    for p in &host.profiles {
+        wanted.push((p.out_path.clone(), p.profile_path.clone()));
+    }
+    wanted
 }
 
-fn has_system_command(path: &str, profile: &str) -> String {
+/// The paths of `wanted` the host neither runs nor has a profile pointing at. Either is a live
+/// GC root, so its closure is on the host; `readlink`s answer without starting Nix there.
+async fn absent(conn: &Connection, wanted: &[(String, String)]) -> anyhow::Result<Vec<String>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = conn.run(&absent_command(wanted), None).await?;
+    if !out.success() {
+        bail!(
+            "cannot read the profiles of {}: {}",
+            conn.target().host,
+            out.last_error_line()
+        );
+    }
+    Ok(out
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn absent_command(wanted: &[(String, String)]) -> String {
+    let checks: Vec<String> = wanted
+        .iter()
+        .map(|(path, profile)| {
+            format!(
+                "p={p}; [ \"$(readlink -f /run/current-system 2>/dev/null)\" = \"$p\" ] || \
+                 [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ] || echo \"$p\"",
+                p = crate::transport::quote(path),
+                profile = crate::transport::quote(profile),
+            )
+        })
+        .collect();
+    checks.join("; ") + "; true"
+}
+
+/// Has the host fetch a store path from its own substituters.
+fn realise_command(path: &str) -> String {
     format!(
-        "p={p}; [ \"$(readlink -f /run/current-system 2>/dev/null)\" = \"$p\" ] || \
-         [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ]",
-        p = crate::transport::quote(path),
-        profile = crate::transport::quote(profile),
+        "nix-store --realise {} >/dev/null",
+        crate::transport::quote(path)
     )
 }
 
@@ -185,8 +241,18 @@ mod tests {
 
     #[test]
     fn the_presence_check_is_valid_shell_with_quoted_paths() {
-        let c = has_system_command("/nix/store/abc-x y", "/nix/var/nix/profiles/system");
+        let c = absent_command(&[
+            (
+                "/nix/store/abc-x y".into(),
+                "/nix/var/nix/profiles/system".into(),
+            ),
+            (
+                "/nix/store/def-app".into(),
+                "/nix/var/nix/profiles/app".into(),
+            ),
+        ]);
         assert!(c.starts_with("p='/nix/store/abc-x y';"));
         crate::transport::assert_valid_shell(&c);
+        crate::transport::assert_valid_shell(&realise_command("/nix/store/a b"));
     }
 }

@@ -5,10 +5,14 @@ mod build;
 mod copy;
 pub mod diff;
 mod exec;
+mod profiles;
 
 pub use build::{build, BuildOptions, Built};
 pub use copy::{copy, missing_paths, Copied, CopyOptions};
 pub use exec::{exec, ExecOptions, Executed};
+pub use profiles::{
+    activate_profiles, PickProfiles, ProfileActivated, ProfileOptions, ProfileState,
+};
 
 use std::future::Future;
 use std::sync::Arc;

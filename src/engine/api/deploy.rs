@@ -2,7 +2,10 @@
 
 use rhai::plugin::*;
 
+use std::sync::Arc;
+
 use super::{targets, Report};
+use crate::fleet::Host;
 
 /// Building, copying and activating systems.
 #[export_module]
@@ -117,7 +120,7 @@ pub mod api {
     ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("copy", options);
-        let substitute = opts.bool("substitute")?.unwrap_or(true);
+        let substitute = opts.bool("substitute")?;
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
         let results = api.ctx.runtime.block_on(steps::copy(
@@ -141,15 +144,22 @@ pub mod api {
         activate_with(ctx, built, rhai::Map::new())
     }
 
-    /// Activates each host's new system. Options: `mode` (`"switch"`, `"boot"`, `"test"`,
-    /// `"dry-activate"`), `magic_rollback` (default `true`: the host rolls itself back unless
-    /// confirmed over a brand-new connection), `confirm_timeout` (30 s), `activation_timeout`
-    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`).
-    /// A host already running the system is left alone (no new generation).
+    /// Activates each host's new system and its other profiles, in the host's deploy order
+    /// (`profilesOrder`). Options: `mode` (`"switch"`, `"boot"`, `"test"`, `"dry-activate"`),
+    /// `magic_rollback` (default `true`: the host rolls itself back unless confirmed over a
+    /// brand-new connection), `auto_rollback` (default `true`: a profile whose activation fails
+    /// goes back to what it pointed at), `confirm_timeout` (30 s), `activation_timeout`
+    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`;
+    /// the system only), `profile` (`"all"`, the default; `"system"`; or one profile's name).
+    /// Options the runbook leaves out come from the inventory (deploy-rs's `magicRollback`,
+    /// `confirmTimeout`, ..., or a host's `activate` set), per host and per profile.
+    /// A host already running the system, or a profile already pointing at its path, is left
+    /// alone (no new generation).
     ///
     /// ```rhai
     /// let r = activate(b, #{ mode: "switch", confirm_timeout: 60 });
     /// if !r.ok { print(r.failed); }
+    /// activate(b, #{ profile: "myapp" });     // just that profile, on every host that has it
     /// ```
     #[rhai_fn(name = "activate", return_raw)]
     pub fn activate_with(
@@ -160,17 +170,22 @@ pub mod api {
         let api = api(&ctx)?;
         let mut opts = Options::new("activate", options);
         let mut o = ActivateOptions::default();
+        let mut given = super::Given::default();
         if let Some(mode) = opts.string("mode")? {
             o.mode = Mode::parse(&mode).map_err(|e| format!("activate: {e}"))?;
         }
         if let Some(m) = opts.bool("magic_rollback")? {
             o.magic_rollback = m;
+            given.magic_rollback = Some(m);
         }
+        given.auto_rollback = opts.bool("auto_rollback")?;
         if let Some(t) = opts.seconds("confirm_timeout")? {
             o.confirm_timeout = t;
+            given.confirm_timeout = Some(t);
         }
         if let Some(t) = opts.seconds("activation_timeout")? {
             o.activation_timeout = t;
+            given.activation_timeout = Some(t);
         }
         if let Some(c) = opts.string("confirm")? {
             o.confirm = match c.as_str() {
@@ -183,16 +198,18 @@ pub mod api {
                 }
             };
         }
+        let which = super::Which::parse(opts.string("profile")?)?;
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
+        which.check(&items)?;
         let results = api
             .ctx
             .runtime
-            .block_on(activation::activate(&api.ctx, items, o));
+            .block_on(super::activate_all(&api.ctx, items, o, given, which));
         Ok(record(
             &api,
             Report::from_results("activate", call_site(&ctx), results, |a| {
-                Some(a.path.clone())
+                Some(a.system.path.clone()).filter(|p| !p.is_empty())
             }),
         ))
     }
@@ -255,6 +272,230 @@ pub(crate) fn all_hosts_of(
         return Ok(r.entries().iter().map(|e| e.host.clone()).collect());
     }
     Ok(targets(ctx, value)?.into_iter().map(|(h, _)| h).collect())
+}
+
+/// The `activate` options the runbook gave, which win over the inventory's per-host ones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Given {
+    magic_rollback: Option<bool>,
+    auto_rollback: Option<bool>,
+    confirm_timeout: Option<std::time::Duration>,
+    activation_timeout: Option<std::time::Duration>,
+}
+
+/// Which of a host's profiles `activate` deals with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// The system and every other profile, in the host's order.
+    All,
+    /// Only the system profile.
+    System,
+    /// Only the named profile.
+    Named(String),
+}
+
+impl Which {
+    fn parse(option: Option<String>) -> Result<Which, Box<EvalAltResult>> {
+        Ok(match option.as_deref() {
+            None | Some("all") => Which::All,
+            Some("system") => Which::System,
+            Some(name) => Which::Named(name.to_string()),
+        })
+    }
+
+    /// A named profile must exist on every host it is asked of: an error before any host.
+    fn check(&self, items: &[(Arc<Host>, String)]) -> Result<(), Box<EvalAltResult>> {
+        if let Which::Named(name) = self {
+            for (host, _) in items {
+                if !host.profiles.iter().any(|p| &p.name == name) {
+                    let known = host.profiles.iter().map(|p| p.name.as_str());
+                    return Err(format!(
+                        "activate: host {}: {}",
+                        host.name,
+                        crate::fleet::unknown_profile(name, known)
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `activate` did on one host: the system (empty when untouched) and its other profiles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct ActivatedHost {
+    /// The system activation.
+    #[serde(flatten)]
+    pub system: crate::activation::Activated,
+    /// The other profiles, in the order they were activated.
+    pub profiles: Vec<crate::steps::ProfileActivated>,
+}
+
+/// Hosts whose system activation shares one set of options.
+type SystemGroup = (crate::activation::ActivateOptions, Vec<(Arc<Host>, String)>);
+
+type HostOutcome = Result<crate::steps::Outcome<ActivatedHost>, String>;
+
+/// `activate` over every host: the profiles that come before the system, the system (grouped
+/// by the inventory's rollback and timeout settings), then the profiles after it. A host whose
+/// step fails takes no further step.
+pub(crate) async fn activate_all(
+    ctx: &Arc<crate::context::Context>,
+    items: Vec<(Arc<Host>, String)>,
+    base: crate::activation::ActivateOptions,
+    given: Given,
+    which: Which,
+) -> Vec<crate::steps::HostResult<ActivatedHost>> {
+    use crate::steps::{activate_profiles, Outcome, ProfileOptions};
+    let mut state: std::collections::BTreeMap<String, HostOutcome> = items
+        .iter()
+        .map(|(h, p)| {
+            let system = crate::activation::Activated {
+                path: if h.has_system {
+                    p.clone()
+                } else {
+                    String::new()
+                },
+                state: "unchanged".into(),
+                ..Default::default()
+            };
+            let value = ActivatedHost {
+                system,
+                profiles: Vec::new(),
+            };
+            (
+                h.name.to_string(),
+                Ok(Outcome::skipped(value, "nothing to activate")),
+            )
+        })
+        .collect();
+    let popts = ProfileOptions {
+        magic_rollback: given.magic_rollback,
+        auto_rollback: given.auto_rollback,
+        confirm_timeout: given.confirm_timeout,
+        activation_timeout: given.activation_timeout,
+    };
+    let part = |before: bool| -> crate::steps::PickProfiles {
+        let which = which.clone();
+        Arc::new(move |h: &Host| {
+            let (first, rest) = h.profiles.split_at(h.system_position.min(h.profiles.len()));
+            let side = if before { first } else { rest };
+            side.iter()
+                .filter(|p| match &which {
+                    Which::All => true,
+                    Which::System => false,
+                    Which::Named(n) => &p.name == n,
+                })
+                .cloned()
+                .collect()
+        })
+    };
+    let alive = |state: &std::collections::BTreeMap<String, HostOutcome>,
+                 want: &dyn Fn(&Host) -> bool| {
+        items
+            .iter()
+            .filter(|(h, _)| state.get(h.name.as_str()).is_some_and(|r| r.is_ok()) && want(h))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for before in [true, false] {
+        if !before {
+            // The system, between the two halves of the profiles.
+            let wants_system = matches!(which, Which::All | Which::System);
+            let mut groups: std::collections::BTreeMap<String, SystemGroup> = Default::default();
+            for (h, p) in alive(&state, &|h| wants_system && h.has_system) {
+                let o = for_host(&base, &given, &h);
+                let key = format!("{o:?}");
+                groups
+                    .entry(key)
+                    .or_insert_with(|| (o, Vec::new()))
+                    .1
+                    .push((h, p));
+            }
+            for (_, (o, group)) in groups {
+                for (h, r) in crate::activation::activate(ctx, group, o).await {
+                    let entry = state
+                        .get_mut(h.name.as_str())
+                        .expect("every host has a state");
+                    *entry = r.map(|out| Outcome {
+                        value: ActivatedHost {
+                            system: out.value,
+                            profiles: Vec::new(),
+                        },
+                        state: out.state,
+                        message: out.message,
+                    });
+                }
+            }
+        }
+        let pick = part(before);
+        let hosts: Vec<Arc<Host>> = alive(&state, &|h| !pick(h).is_empty())
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        if hosts.is_empty() {
+            continue;
+        }
+        for (h, r) in activate_profiles(ctx, &hosts, pick, popts.clone()).await {
+            let entry = state
+                .get_mut(h.name.as_str())
+                .expect("every host has a state");
+            *entry = match (entry.clone(), r) {
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                (Ok(mut so_far), Ok(done)) => {
+                    let changed = done.state != crate::report::StepState::Skipped;
+                    so_far.value.profiles.extend(done.value);
+                    if changed && so_far.state == crate::report::StepState::Skipped {
+                        so_far.state = done.state;
+                    }
+                    so_far.message = match (so_far.message, done.message) {
+                        (Some(a), Some(b)) if so_far.state != crate::report::StepState::Skipped => {
+                            Some(format!("{a}; {b}"))
+                        }
+                        (a, b) => b.or(a),
+                    };
+                    Ok(so_far)
+                }
+            };
+        }
+    }
+    items
+        .into_iter()
+        .map(|(h, _)| {
+            let r = state
+                .remove(h.name.as_str())
+                .unwrap_or_else(|| Err("not activated".into()));
+            (h, r)
+        })
+        .collect()
+}
+
+/// The system's activate options for one host: the runbook's, else the inventory's, else the
+/// built-in defaults.
+fn for_host(
+    base: &crate::activation::ActivateOptions,
+    given: &Given,
+    host: &Host,
+) -> crate::activation::ActivateOptions {
+    let inv = &host.activate_defaults;
+    let mut o = base.clone();
+    if given.magic_rollback.is_none() {
+        if let Some(m) = inv.magic_rollback {
+            o.magic_rollback = m;
+        }
+    }
+    if given.confirm_timeout.is_none() {
+        if let Some(t) = inv.confirm_timeout {
+            o.confirm_timeout = std::time::Duration::from_secs(t);
+        }
+    }
+    if given.activation_timeout.is_none() {
+        if let Some(t) = inv.activation_timeout {
+            o.activation_timeout = std::time::Duration::from_secs(t);
+        }
+    }
+    o
 }
 
 pub(crate) fn with_paths(t: &super::Targets) -> Vec<(std::sync::Arc<crate::fleet::Host>, String)> {
