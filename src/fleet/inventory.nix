@@ -38,12 +38,14 @@ let
   wrappedBy = v:
     let
       name = v.name or "";
-      entries = if isString (v.pkgs or null) then builtins.fromJSON v.pkgs else null;
+      entries =
+        if isString (v.pkgs or null) then builtins.fromJSON (builtins.unsafeDiscardStringContext v.pkgs)
+        else null;
       first = if isList entries && entries != [ ] then head entries else null;
       paths = if isAttrs first then first.paths or null else null;
     in
     if builtins.substring 0 12 name == "activatable-" && isList paths && paths != [ ]
-    then builtins.unsafeDiscardStringContext (head paths)
+    then head paths
     else null;
 
   nixosConfigurations = flake.nixosConfigurations or { };

@@ -1,0 +1,355 @@
+//! Migrating unchanged: a colmena `makeHive` result and a deploy-rs `deploy` tree with several
+//! profiles are deployed to real sandbox hosts with the stock runbooks; a prebuilt store path
+//! is deployed as a toplevel; `allowApplyAll = false` refuses a run without `--on`; typos in
+//! deploy-rs fields are errors with a suggestion.
+//!
+//! The fixtures are flakes generated next to the sandbox: they import the sandbox flake's own
+//! toplevels (busybox builders, no nixpkgs) and wrap them the way colmena and deploy-rs do.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{skip_unless_root, unique_rev, Sandbox};
+
+const APPLY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/apply.rhai");
+
+/// Writes a flake next to the sandbox whose `outputs` body is `outputs`, with these in scope:
+/// `sandbox` (the sandbox flake's outputs), `fleet` (its fleet.json), `bb` (busybox),
+/// `top` (a host's sandbox toplevel) and `mk` (a busybox derivation: name, script, env).
+fn fixture(sb: &Sandbox, name: &str, outputs: &str) -> PathBuf {
+    let dir = sb.dir().parent().unwrap().join(name);
+    fs::create_dir_all(dir.join("bb/bin")).unwrap();
+    let src = sb.dir().join("flake");
+    for file in ["fleet.json", "switch-to-configuration.sh", "flake.lock"] {
+        fs::copy(src.join(file), dir.join(file)).unwrap();
+    }
+    fs::copy(src.join("flake.nix"), dir.join("sandbox.nix")).unwrap();
+    fs::copy(src.join("bb/bin/busybox"), dir.join("bb/bin/busybox")).unwrap();
+    let flake = format!(
+        r#"{{
+  outputs = {{ self }}:
+    let
+      sandbox = (import ./sandbox.nix).outputs {{ inherit self; }};
+      fleet = builtins.fromJSON (builtins.readFile ./fleet.json);
+      bb = "${{./bb}}/bin/busybox";
+      top = h: sandbox.nixosConfigurations.${{h}}.config.system.build.toplevel;
+      mk = name: script: env: derivation ({{
+        inherit name;
+        system = "x86_64-linux";
+        builder = bb;
+        args = [ "sh" "-ec" ("bb=\"$builder\"\n" + script) ];
+      }} // env);
+    in
+    {outputs};
+}}
+"#
+    );
+    fs::write(dir.join("flake.nix"), flake).unwrap();
+    dir
+}
+
+fn flake_ref(dir: &Path) -> String {
+    format!("path:{}", dir.display())
+}
+
+/// A fresh generation for every host, so each test really builds, copies and activates.
+fn fresh_revs(sb: &Sandbox) {
+    let rev = unique_rev();
+    sb.edit_fleet(|v| {
+        for (_, h) in v["hosts"].as_object_mut().unwrap() {
+            h["rev"] = serde_json::json!(rev);
+        }
+    });
+}
+
+/// The colmena fixture: exactly the attributes `colmena.lib.makeHive` returns that a deploy
+/// reads, with every `deployment` option at the value the module system gives it. Reading
+/// `meta.nixpkgs` would fail the evaluation.
+const COLMENA: &str = r#"{
+  colmenaHive = rec {
+    __schema = "v0";
+    meta = {
+      allowApplyAll = false;
+      name = "hive";
+      description = "A Colmena Hive";
+      nixpkgs = throw "nixdeploy must not evaluate meta.nixpkgs";
+      nodeNixpkgs = { };
+      nodeSpecialArgs = { };
+      specialArgs = { };
+      machinesFile = null;
+    };
+    nodes = builtins.mapAttrs (h: f: {
+      config = {
+        deployment = {
+          targetHost = h;
+          targetPort = 22;
+          targetUser = "root";
+          tags = f.tags ++ [ "colmena" ];
+          keys."app-token" = {
+            name = "app-token";
+            text = "token-of-${h}";
+            keyFile = null;
+            keyCommand = null;
+            destDir = "/run/keys";
+            path = "/run/keys/app-token";
+            user = "root";
+            group = "root";
+            permissions = "0640";
+            uploadAt = "pre-activation";
+          };
+          buildOnTarget = false;
+          substituteOnDestination = false;
+          allowLocalDeployment = false;
+          privilegeEscalationCommand = [ "sudo" "-H" "--" ];
+          sshOptions = [ "-F" fleet.sshConfig ];
+          replaceUnknownProfiles = true;
+        };
+        system.build.toplevel = top h;
+      };
+    }) fleet.hosts;
+    toplevel = builtins.mapAttrs (_: n: n.config.system.build.toplevel) nodes;
+    deploymentConfig = builtins.mapAttrs (_: n: n.config.deployment) nodes;
+    introspect = f: f { };
+  };
+}"#;
+
+#[test]
+fn a_colmena_hive_deploys_with_apply_honouring_tags_keys_ports_and_allow_apply_all() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(3);
+    fresh_revs(&sb);
+    let flake = flake_ref(&fixture(&sb, "colmena-fixture", COLMENA));
+
+    let hosts = sb
+        .nixdeploy(&["hosts", "--json", "--flake", &flake])
+        .success()
+        .json();
+    for row in hosts.as_array().unwrap() {
+        assert_eq!(row["target_port"], 22, "{row}");
+        assert_eq!(row["target_user"], "root", "{row}");
+    }
+
+    let refused = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    refused
+        .assert_code(4)
+        .assert_stderr_contains("allowApplyAll = false")
+        .assert_stderr_contains("--on");
+    assert!(
+        sb.activations("h1").is_empty(),
+        "the refused run touched h1"
+    );
+
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake, "--on", "@web"])
+        .success();
+    for h in ["h1", "h3"] {
+        assert_eq!(
+            sb.current_system(h),
+            Some(sb.build_toplevel(h)),
+            "{h} (tag web) runs its toplevel"
+        );
+        let key = sb.host_root(h).join("run/keys/app-token");
+        assert_eq!(fs::read_to_string(&key).unwrap(), format!("token-of-{h}"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+    }
+    assert!(
+        sb.activations("h2").is_empty(),
+        "h2 is not tagged web and was left alone"
+    );
+}
+
+#[test]
+fn a_port_from_the_hive_is_the_port_ssh_uses() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let hive = COLMENA.replace("targetPort = 22;", "targetPort = 2;");
+    let flake = flake_ref(&fixture(&sb, "colmena-port", &hive));
+    let book = common::runbook(
+        &sb,
+        "probe.rhai",
+        r#"let r = exec(hosts(), "true"); if !r.ok { throw r.failed; }"#,
+    );
+    let out = sb
+        .nixdeploy(&["run"])
+        .args(&[book.as_os_str()])
+        .args(&["--flake", &flake, "--on", "h1"])
+        .output();
+    out.assert_failure();
+    assert!(
+        format!("{out}").contains("port 2"),
+        "ssh was told port 2 and could not connect: {out}"
+    );
+}
+
+/// The deploy-rs fixture: every node has a system profile (deploy-rs's `activate.nixos`
+/// wrapper around the sandbox toplevel), a home-manager-shaped profile for `nobody` and a
+/// custom profile for `daemon`, deployed in `profilesOrder`. Each activation appends
+/// "<user> <profile>" to /run/t/log on the host.
+const DEPLOY_RS: &str = r#"let
+    # What deploy-rs's activate.custom builds: a buildEnv named activatable-<base> holding the
+    # base's entries and a deploy-rs-activate script (its activate-rs needs deploy-rs itself).
+    activatable = base: activate: mk "activatable-${base.name}" ''
+      "$bb" mkdir -p "$out"
+      for f in "$base"/*; do "$bb" ln -s "$f" "$out/"; done
+      printf '#!%s sh\nset -e\n%s\n' "$bb" "$activate" > "$out/deploy-rs-activate"
+      "$bb" chmod 555 "$out/deploy-rs-activate"
+    '' {
+      inherit base activate;
+      pkgs = builtins.toJSON [ { paths = [ base ]; priority = 5; } ];
+    };
+    logger = name: mk name ''
+      "$bb" mkdir -p "$out"
+      printf '#!%s sh\necho "$(%s id -un) %s" >> /run/t/log\n' "$bb" "$bb" "$what" > "$out/activate"
+      "$bb" chmod 555 "$out/activate"
+    '' { what = name; };
+  in {
+  deploy = {
+    sshUser = "root";
+    sshOpts = [ "-F" fleet.sshConfig ];
+    magicRollback = false;
+    nodes = builtins.mapAttrs (h: f: {
+      hostname = h;
+      profilesOrder = [ "home" "system" "myapp" ];
+      profiles = {
+        system = {
+          user = "root";
+          path = activatable (top h) "$PROFILE/bin/switch-to-configuration switch";
+        };
+        home = {
+          user = "nobody";
+          path = activatable (logger "home-manager-generation") "$PROFILE/activate";
+        };
+        myapp = {
+          user = "daemon";
+          path = activatable (logger "myapp") "$PROFILE/activate";
+        };
+      };
+    }) fleet.hosts;
+  };
+}"#;
+
+fn log_of(sb: &Sandbox, h: &str) -> Vec<String> {
+    fs::read_to_string(sb.host_root(h).join("run/t/log"))
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_changes_nothing() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(3);
+    fresh_revs(&sb);
+    let flake = flake_ref(&fixture(&sb, "deploy-rs-fixture", DEPLOY_RS));
+    let hosts = ["h1", "h2", "h3"];
+    for h in hosts {
+        let out = sb.ssh(
+            h,
+            "mkdir -p /run/t && : > /run/t/log && chmod 666 /run/t/log",
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    for h in hosts {
+        assert_eq!(
+            sb.current_system(h),
+            Some(sb.build_toplevel(h)),
+            "{h} runs the toplevel the activate.nixos wrapper wraps"
+        );
+        assert_eq!(
+            log_of(&sb, h),
+            ["nobody home-manager-generation", "daemon myapp"],
+            "{h}: each profile ran once, as its user, in profilesOrder"
+        );
+        let home = sb
+            .host_root(h)
+            .join("nix/var/nix/profiles/per-user/nobody/home");
+        assert!(
+            fs::read_link(&home).is_ok(),
+            "{h}: the home profile is a per-user profile"
+        );
+        let states = activation_states(&sb, h);
+        assert!(!states.is_empty(), "{h}: the system was activated");
+        assert!(
+            states.iter().all(|s| s != "confirmed"),
+            "{h}: magicRollback = false armed no watchdog: {states:?}"
+        );
+    }
+    let stores: Vec<_> = hosts.iter().map(|h| sb.store_paths(h)).collect();
+    let generations: Vec<_> = hosts.iter().map(|h| sb.profile_generations(h)).collect();
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    for (i, h) in hosts.iter().enumerate() {
+        assert_eq!(sb.store_paths(h), stores[i], "{h}: nothing copied");
+        assert_eq!(
+            sb.profile_generations(h),
+            generations[i],
+            "{h}: no new generation"
+        );
+        assert_eq!(log_of(&sb, h).len(), 2, "{h}: no profile ran again");
+    }
+}
+
+/// The states the system activations on `h` ended in (`done`, `confirmed`, ...).
+fn activation_states(sb: &Sandbox, h: &str) -> Vec<String> {
+    let dir = sb.host_root(h).join("run/nixdeploy");
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| fs::read_to_string(e.ok()?.path().join("state")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_typo_in_a_deploy_rs_node_is_an_error_with_a_suggestion() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let typo = DEPLOY_RS.replace("hostname = h;", "hostname = h; sshUsr = \"root\";");
+    let flake = flake_ref(&fixture(&sb, "deploy-rs-typo", &typo));
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake])
+        .output()
+        .assert_code(4)
+        .assert_stderr_contains("deploy.nodes.h1: unknown field sshUsr (did you mean sshUser?)");
+    assert!(sb.activations("h1").is_empty());
+}
+
+#[test]
+fn a_prebuilt_store_path_toplevel_is_copied_and_activated_without_a_build() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    fresh_revs(&sb);
+    let path = sb.build_toplevel("h1");
+    let outputs = format!(
+        r#"{{ nixdeploy = {{
+            sshConfig = fleet.sshConfig;
+            nixOptions.substituters = "";
+            hosts.h1.toplevel = "{path}";
+          }}; }}"#
+    );
+    let flake = flake_ref(&fixture(&sb, "prebuilt", &outputs));
+    let out = sb
+        .nixdeploy(&["run", APPLY, "--flake", &flake, "--json"])
+        .success();
+    let build = out
+        .json_lines()
+        .into_iter()
+        .find(|e| e["event"] == "step" && e["step"] == "build" && e["state"] != "started")
+        .expect("a build step event");
+    assert_eq!(build["state"], "skipped", "{build}");
+    assert_eq!(sb.current_system("h1"), Some(path));
+}
