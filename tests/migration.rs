@@ -190,6 +190,26 @@ fn a_port_from_the_hive_is_the_port_ssh_uses() {
     );
 }
 
+#[test]
+fn a_local_only_colmena_node_is_refused_before_anything_runs() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let hive = COLMENA
+        .replace("targetHost = h;", "targetHost = null;")
+        .replace(
+            "allowLocalDeployment = false;",
+            "allowLocalDeployment = true;",
+        );
+    let flake = flake_ref(&fixture(&sb, "colmena-local", &hive));
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake, "--on", "h1"])
+        .output()
+        .assert_code(4)
+        .assert_stderr_contains("host h1 must be deployed locally without ssh");
+    assert!(sb.activations("h1").is_empty());
+}
+
 /// The deploy-rs fixture: every node has a system profile (deploy-rs's `activate.nixos`
 /// wrapper around the sandbox toplevel), a home-manager-shaped profile for `nobody` and a
 /// custom profile for `daemon`, deployed in `profilesOrder`. Each activation appends

@@ -9,6 +9,9 @@ use super::schema::{host, is_this_machine, read_toplevel, HostFields, Parsed};
 use super::value::{problem, Attrs};
 use super::{BuildOn, HostName};
 
+/// The target of a host that has no ssh target (colmena's `targetHost = null`).
+pub const LOCAL_ONLY: &str = "localhost";
+
 /// The `deployment` fields nixdeploy reads.
 pub const DEPLOYMENT_FIELDS: &[&str] = &[
     "targetHost",
@@ -89,10 +92,19 @@ pub fn read_hive(value: &Value) -> anyhow::Result<Parsed> {
             None => Some(name.clone()),
         };
         let allow_local = deployment.boolean("allowLocalDeployment")?.unwrap_or(false);
-        let local = allow_local
+        // Only a node without an ssh target must be deployed without ssh; one whose target is
+        // this machine is deployed over ssh to it, as nixdeploy does not deploy locally yet.
+        let local = allow_local && target_host.is_none();
+        if allow_local
             && target_host
                 .as_deref()
-                .is_none_or(|t| is_this_machine(t) || this_machine.as_deref() == Some(t));
+                .is_some_and(|t| is_this_machine(t) || this_machine.as_deref() == Some(t))
+        {
+            warnings.push(format!(
+                "{dwhat}: allowLocalDeployment with targetHost '{}': nixdeploy deploys it over ssh to that target",
+                target_host.as_deref().unwrap_or_default()
+            ));
+        }
         if target_host.is_none() && !allow_local {
             return Err(problem(
                 &dwhat,
@@ -105,7 +117,7 @@ pub fn read_hive(value: &Value) -> anyhow::Result<Parsed> {
         }
         let user = deployment.string("targetUser")?;
         let fields = HostFields {
-            target_host: target_host.or_else(|| Some("localhost".to_string())),
+            target_host: target_host.or_else(|| Some(LOCAL_ONLY.to_string())),
             target_user: user.clone(),
             target_port: deployment
                 .integer("targetPort", 1, u16::MAX.into())?

@@ -96,7 +96,7 @@ fn colmena_fields_nixdeploy_does_not_follow_are_warnings() {
 }
 
 #[test]
-fn colmena_local_deployment_needs_a_target_of_this_machine() {
+fn colmena_local_deployment_without_a_target_is_a_local_only_host() {
     let inv = load(
         "colmenaHive",
         json!({ "nodes": {
@@ -106,8 +106,15 @@ fn colmena_local_deployment_needs_a_target_of_this_machine() {
         }}),
     )
     .unwrap();
-    assert!(inv.get("here").unwrap().local);
-    assert!(inv.get("lo").unwrap().local);
+    assert!(inv.get("here").unwrap().local, "no ssh target: local only");
+    assert!(
+        !inv.get("lo").unwrap().local,
+        "reached over ssh to localhost"
+    );
+    assert!(inv
+        .warnings
+        .join("\n")
+        .contains("deploys it over ssh to that target"));
     assert!(!inv.get("far").unwrap().local);
     let err = error(
         "colmenaHive",

@@ -13,6 +13,7 @@ mod suggest;
 mod testing;
 mod value;
 
+pub use colmena::LOCAL_ONLY;
 pub use inventory::{ActivateDefaults, BuildOn, Builder, Host, Inventory, Profile, ProfileKind};
 pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;
@@ -22,3 +23,6 @@ pub use selector::{Selector, SelectorError};
 pub fn unknown_profile<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> String {
     suggest::unknown("profile", name, known)
 }
+
+#[cfg(test)]
+mod migration_docs_tests;

@@ -106,8 +106,10 @@ pub mod api {
         copy_with(ctx, built, rhai::Map::new())
     }
 
-    /// `copy` with options: `substitute` (default `true`) lets hosts fetch paths from their own
-    /// binary caches.
+    /// `copy` with options: `substitute` lets hosts fetch paths from their own binary caches
+    /// (default: the host's `substituteOnDestination` — colmena's, or `false` for a deploy-rs
+    /// `fastConnection` — else `true`). Every profile of the host is copied, not only the
+    /// system; a prebuilt store path this machine lacks is substituted by the host itself.
     ///
     /// ```rhai
     /// copy(b, #{ substitute: false });
@@ -151,6 +153,8 @@ pub mod api {
     /// goes back to what it pointed at), `confirm_timeout` (30 s), `activation_timeout`
     /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`;
     /// the system only), `profile` (`"all"`, the default; `"system"`; or one profile's name).
+    /// Profiles other than the system are activated in mode `"switch"` only; other modes
+    /// touch the system alone.
     /// Options the runbook leaves out come from the inventory (deploy-rs's `magicRollback`,
     /// `confirmTimeout`, ..., or a host's `activate` set), per host and per profile.
     /// A host already running the system, or a profile already pointing at its path, is left
@@ -198,8 +202,21 @@ pub mod api {
                 }
             };
         }
-        let which = super::Which::parse(opts.string("profile")?)?;
+        let mut which = super::Which::parse(opts.string("profile")?)?;
         opts.finish()?;
+        if o.mode != Mode::Switch {
+            // Other profiles have one activation, a switch; boot/test/dry-activate are the
+            // system's alone.
+            match &which {
+                super::Which::Named(name) => {
+                    return fail(format!(
+                        "activate: profile `{name}` can only be activated in mode \"switch\", not \"{}\"",
+                        o.mode.as_str()
+                    ))
+                }
+                _ => which = super::Which::System,
+            }
+        }
         let items = with_paths(&targets(&api.ctx, &built)?);
         which.check(&items)?;
         let results = api
