@@ -373,3 +373,53 @@ fn a_prebuilt_store_path_toplevel_is_copied_and_activated_without_a_build() {
     assert_eq!(build["state"], "skipped", "{build}");
     assert_eq!(sb.current_system("h1"), Some(path));
 }
+
+#[test]
+fn a_specialisation_activates_and_an_unknown_one_fails_before_the_switch() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let rev = unique_rev();
+    sb.edit_fleet(|v| {
+        v["hosts"]["h1"]["rev"] = serde_json::json!(rev);
+        v["hosts"]["h1"]["specialisations"] = serde_json::json!({ "alt": {} });
+    });
+    let toplevel = sb.build_toplevel("h1");
+    let alt = fs::canonicalize(Path::new(&toplevel).join("specialisation/alt"))
+        .unwrap()
+        .display()
+        .to_string();
+    assert_ne!(alt, toplevel);
+    sb.nixdeploy(&[
+        "run",
+        APPLY,
+        "--flake",
+        &sb.flake(),
+        "--set",
+        "specialisation=alt",
+    ])
+    .success();
+    assert_eq!(
+        sb.current_system("h1"),
+        Some(alt.clone()),
+        "h1 runs the specialisation"
+    );
+    let activations = sb.activations("h1");
+
+    let out = sb
+        .nixdeploy(&[
+            "run",
+            APPLY,
+            "--flake",
+            &sb.flake(),
+            "--set",
+            "specialisation=atl",
+        ])
+        .output();
+    out.assert_code(1)
+        .assert_stderr_contains("unknown specialisation 'atl'")
+        .assert_stderr_contains("did you mean 'alt'?");
+    assert_eq!(sb.current_system("h1"), Some(alt), "h1 still runs alt");
+    assert_eq!(sb.activations("h1"), activations, "nothing was switched");
+}

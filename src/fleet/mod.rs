@@ -19,6 +19,15 @@ pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;
 pub use selector::{Selector, SelectorError};
 
+/// `unknown specialisation 'x' of /nix/store/... (did you mean 'y'?); known specialisations: ...`.
+pub fn unknown_specialisation(name: &str, path: &str, known: Vec<&str>) -> String {
+    suggest::unknown("specialisation", name, known.iter().copied()).replacen(
+        &format!("'{name}'"),
+        &format!("'{name}' of {path}"),
+        1,
+    )
+}
+
 /// `unknown profile 'x' (did you mean 'y'?); known profiles: ...`.
 pub fn unknown_profile<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> String {
     suggest::unknown("profile", name, known)

@@ -6,6 +6,7 @@ mod copy;
 pub mod diff;
 mod exec;
 mod profiles;
+mod specialisation;
 
 pub use build::{build, BuildOptions, Built};
 pub use copy::{copy, missing_paths, Copied, CopyOptions};
@@ -13,6 +14,7 @@ pub use exec::{exec, ExecOptions, Executed};
 pub use profiles::{
     activate_profiles, PickProfiles, ProfileActivated, ProfileOptions, ProfileState,
 };
+pub use specialisation::specialisation;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -154,7 +154,9 @@ pub mod api {
     /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`;
     /// the system only), `profile` (`"all"`, the default; `"system"`; or one profile's name).
     /// Profiles other than the system are activated in mode `"switch"` only; other modes
-    /// touch the system alone.
+    /// touch the system alone. `specialisation: "name"` activates the system's
+    /// `specialisation/<name>` instead (its own toplevel, which the profile then points at);
+    /// a host whose system has no such specialisation fails before anything is switched.
     /// Options the runbook leaves out come from the inventory (deploy-rs's `magicRollback`,
     /// `confirmTimeout`, ..., or a host's `activate` set), per host and per profile.
     /// A host already running the system, or a profile already pointing at its path, is left
@@ -164,6 +166,7 @@ pub mod api {
     /// let r = activate(b, #{ mode: "switch", confirm_timeout: 60 });
     /// if !r.ok { print(r.failed); }
     /// activate(b, #{ profile: "myapp" });     // just that profile, on every host that has it
+    /// activate(b, #{ specialisation: "rescue" });
     /// ```
     #[rhai_fn(name = "activate", return_raw)]
     pub fn activate_with(
@@ -203,7 +206,11 @@ pub mod api {
             };
         }
         let mut which = super::Which::parse(opts.string("profile")?)?;
+        let specialisation = opts.string("specialisation")?;
         opts.finish()?;
+        if specialisation.is_some() && matches!(which, super::Which::Named(_)) {
+            return fail("activate: `specialisation` is about the system; it cannot be combined with `profile` naming another profile");
+        }
         if o.mode != Mode::Switch {
             // Other profiles have one activation, a switch; boot/test/dry-activate are the
             // system's alone.
@@ -217,12 +224,28 @@ pub mod api {
                 _ => which = super::Which::System,
             }
         }
-        let items = with_paths(&targets(&api.ctx, &built)?);
+        let mut items = with_paths(&targets(&api.ctx, &built)?);
         which.check(&items)?;
-        let results = api
+        // A specialisation is resolved on every host before anything is switched.
+        let mut unknown = Vec::new();
+        if let Some(name) = &specialisation {
+            let resolved = api
+                .ctx
+                .runtime
+                .block_on(steps::specialisation(&api.ctx, items, name));
+            items = Vec::new();
+            for (host, r) in resolved {
+                match r {
+                    Ok(o) => items.push((host, o.value)),
+                    Err(e) => unknown.push((host, Err(e))),
+                }
+            }
+        }
+        let mut results = api
             .ctx
             .runtime
             .block_on(super::activate_all(&api.ctx, items, o, given, which));
+        results.extend(unknown);
         Ok(record(
             &api,
             Report::from_results("activate", call_site(&ctx), results, |a| {
