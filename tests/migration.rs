@@ -423,3 +423,115 @@ fn a_specialisation_activates_and_an_unknown_one_fails_before_the_switch() {
     assert_eq!(sb.current_system("h1"), Some(alt), "h1 still runs alt");
     assert_eq!(sb.activations("h1"), activations, "nothing was switched");
 }
+
+/// A deploy-rs node with no system profile, only `myapp` (run as root) whose activation runs
+/// `script` with `$bb` set to busybox; every version appends its name to /run/t/log.
+fn app_only(version: &str, script: &str) -> String {
+    format!(
+        r#"let
+    activatable = base: activate: mk "activatable-${{base.name}}" ''
+      "$bb" mkdir -p "$out"
+      for f in "$base"/*; do "$bb" ln -s "$f" "$out/"; done
+      printf '#!%s sh\nset -e\n%s\n' "$bb" "$activate" > "$out/deploy-rs-activate"
+      "$bb" chmod 555 "$out/deploy-rs-activate"
+    '' {{
+      inherit base activate;
+      pkgs = builtins.toJSON [ {{ paths = [ base ]; priority = 5; }} ];
+    }};
+    app = mk "myapp-{version}" ''
+      "$bb" mkdir -p "$out"
+      printf '#!%s sh\nbb=%s\necho {version} >> /run/t/log\n%s\n' "$bb" "$bb" "$script" > "$out/activate"
+      "$bb" chmod 555 "$out/activate"
+    '' {{ script = ''{script}''; }};
+  in {{
+  deploy = {{
+    sshUser = "root";
+    sshOpts = [ "-F" fleet.sshConfig ];
+    confirmTimeout = 3;
+    nodes.h1 = {{
+      hostname = "h1";
+      profiles.myapp = {{ user = "root"; path = activatable app "$PROFILE/activate"; }};
+    }};
+  }};
+}}"#
+    )
+}
+
+fn myapp_link(sb: &Sandbox) -> Option<String> {
+    fs::canonicalize(sb.host_root("h1").join("nix/var/nix/profiles/myapp"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+#[test]
+fn a_profile_whose_activation_fails_is_rolled_back_and_the_previous_one_reactivated() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    assert!(sb
+        .ssh("h1", "mkdir -p /run/t && : > /run/t/log")
+        .status
+        .success());
+    let dir = fixture(&sb, "app-only", &app_only("v1", "true"));
+    let flake = flake_ref(&dir);
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    let v1 = myapp_link(&sb).expect("the myapp profile is set");
+    assert!(
+        sb.activations("h1").is_empty(),
+        "a node without system profile deploys no system"
+    );
+
+    fixture(&sb, "app-only", &app_only("v2", "exit 3"));
+    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    out.assert_code(1)
+        .assert_stderr_contains("profile myapp: activation as root failed, rolled back");
+    assert_eq!(myapp_link(&sb), Some(v1), "the profile points at v1 again");
+    assert_eq!(
+        log_of(&sb, "h1"),
+        ["v1", "v2", "v1"],
+        "v1 was activated again"
+    );
+}
+
+#[test]
+fn a_profile_that_cuts_the_network_is_rolled_back_by_its_own_watchdog() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    assert!(sb
+        .ssh("h1", "mkdir -p /run/t && : > /run/t/log")
+        .status
+        .success());
+    let dir = fixture(
+        &sb,
+        "app-cut",
+        &app_only("v1", r#""$bb" ip link set eth0 up"#),
+    );
+    let flake = flake_ref(&dir);
+    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    let v1 = myapp_link(&sb).expect("the myapp profile is set");
+
+    fixture(
+        &sb,
+        "app-cut",
+        &app_only("v2", r#""$bb" ip link set eth0 down"#),
+    );
+    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    out.assert_failure();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(30), || myapp_link(&sb)
+            .as_deref()
+            == Some(v1.as_str())),
+        "the watchdog put the profile back on v1: {out}"
+    );
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || sb
+            .ssh("h1", "true")
+            .status
+            .success()),
+        "re-activating v1 brought the network back"
+    );
+    assert_eq!(log_of(&sb, "h1"), ["v1", "v2", "v1"]);
+}
