@@ -83,6 +83,8 @@ pub struct RunOptions {
     pub force_unlock: bool,
     /// Standard input is a terminal (gates can ask).
     pub interactive: bool,
+    /// Keep ssh masters this long after the run (`None`: close them at the end).
+    pub persist: Option<std::time::Duration>,
 }
 
 /// Everything a run shares.

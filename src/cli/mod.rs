@@ -27,6 +27,25 @@ pub struct FleetArgs {
     pub on: Option<String>,
 }
 
+/// How connections to hosts are kept.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Keep each host's ssh master this many seconds after the run, for the next run to reuse
+    /// (`nixdeploy disconnect` ends them).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub persist: u64,
+    /// Close every connection at the end of the run.
+    #[arg(long, conflicts_with = "persist")]
+    pub no_persist: bool,
+}
+
+impl ConnectArgs {
+    /// How long masters outlive the run, if at all.
+    pub fn persist(&self) -> Option<std::time::Duration> {
+        (!self.no_persist && self.persist > 0).then(|| std::time::Duration::from_secs(self.persist))
+    }
+}
+
 /// Where runbook libraries are looked up.
 #[derive(Debug, Clone, Args)]
 pub struct LibArgs {
@@ -49,6 +68,10 @@ enum Command {
     Doc(DocArgs),
     /// Show the deployment journal.
     Log(LogArgs),
+    /// End the ssh connections earlier runs kept open (`--persist`).
+    Disconnect,
+    /// Check the deploying machine and the selected hosts, read-only, and say how to fix problems.
+    Doctor(DoctorArgs),
     /// Disposable local targets: network namespaces running sshd, each with its own Nix store.
     Sandbox {
         #[command(subcommand)]
@@ -66,6 +89,8 @@ struct RunArgs {
     fleet: FleetArgs,
     #[command(flatten)]
     lib: LibArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -96,6 +121,8 @@ struct ReplArgs {
     fleet: FleetArgs,
     #[command(flatten)]
     lib: LibArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -133,6 +160,16 @@ struct DocArgs {
     /// Directory to write the reference into.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+}
+
+/// `nixdeploy doctor`.
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Print the report as JSON (see docs/doctor.md).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `nixdeploy log`.
@@ -174,6 +211,17 @@ enum SandboxAction {
         #[arg(long)]
         json: bool,
     },
+    /// Break a host on purpose (no-tools, full-store, readonly-store, wrong-host-key,
+    /// sshd-down); `sandbox up` repairs it.
+    Fault {
+        /// The host to break (`h2`).
+        host: String,
+        /// How to break it.
+        fault: String,
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Remove every namespace, mount, process and file the sandbox created.
     Down {
         /// The sandbox directory.
@@ -184,6 +232,7 @@ enum SandboxAction {
 
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::limits::raise_open_files();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -227,6 +276,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             yes: a.yes,
             force_unlock: a.force_unlock,
             help: a.help,
+            persist: a.connect.persist(),
         }),
         Command::Repl(a) => commands::repl::run(commands::repl::Options {
             flake: a.fleet.flake,
@@ -234,10 +284,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             lib: a.lib.lib,
             parallel: a.parallel as usize,
             yes: a.yes,
+            persist: a.connect.persist(),
         }),
+        Command::Disconnect => commands::disconnect::run(),
         Command::Hosts(a) => commands::hosts::run(&a.fleet.flake, a.fleet.on.as_deref(), a.json),
         Command::Check(a) => commands::check::run(&a.runbooks, &a.lib.lib, a.flake.as_deref()),
         Command::Doc(a) => commands::doc::run(&a.out),
+        Command::Doctor(a) => commands::doctor::run(commands::doctor::Options {
+            flake: a.fleet.flake,
+            on: a.fleet.on,
+            json: a.json,
+        }),
         Command::Log(a) => commands::log::run(a.host.as_deref(), a.on.as_deref(), a.json),
         Command::Sandbox { action } => match action {
             SandboxAction::Up {
@@ -247,6 +304,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 dir,
             } => commands::sandbox::up(dir, hosts as usize, builders as usize, size_kib),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
+            SandboxAction::Fault { host, fault, dir } => {
+                commands::sandbox::fault(dir, &host, &fault)
+            }
             SandboxAction::Down { dir } => commands::sandbox::down(dir),
         },
     }

@@ -1,7 +1,9 @@
 //! One module per subcommand; each takes plain options (never clap types) and returns an exit code.
 
 pub mod check;
+pub mod disconnect;
 pub mod doc;
+pub mod doctor;
 pub mod hosts;
 pub mod journal;
 pub mod log;

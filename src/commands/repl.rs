@@ -19,6 +19,8 @@ pub struct Options {
     pub lib: Vec<PathBuf>,
     pub parallel: usize,
     pub yes: bool,
+    /// `--persist SECS` (`None`: `--no-persist`).
+    pub persist: Option<std::time::Duration>,
 }
 
 /// Starts the REPL.
@@ -34,6 +36,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         yes: opts.yes,
         force_unlock: false,
         interactive: std::io::stdin().is_terminal(),
+        persist: opts.persist,
     };
     // No `watch_interrupts` here: the REPL's own handler cancels one input, not the session.
     let ctx = make_context(

@@ -38,6 +38,8 @@ pub struct Options {
     pub force_unlock: bool,
     /// `--help`.
     pub help: bool,
+    /// `--persist SECS` (`None`: `--no-persist`).
+    pub persist: Option<std::time::Duration>,
 }
 
 const USAGE: &str = "Usage: nixdeploy run RUNBOOK [--flake REF] [--on SELECTOR] [--parallel N] [--set KEY=VALUE]... \
@@ -73,11 +75,21 @@ pub fn make_context(
     runbook: &str,
 ) -> anyhow::Result<Arc<Context>> {
     let allowed = inventory.select(on)?;
+    crate::limits::check_fleet_fits(allowed.len(), options.parallel)?;
     let ctx = Context {
         allowed,
-        pool: crate::transport::Pool::new().context("cannot create the ssh control directory")?,
+        pool: crate::transport::Pool::with_options(crate::transport::PoolOptions {
+            parallel: options.parallel,
+            persist: options.persist,
+        })
+        .context("cannot create the ssh control directory")?,
         nix: crate::nix::Nix {
-            options: inventory.nix_options.clone(),
+            // The local setup's options first, so the inventory's `nixOptions` win over them.
+            options: crate::nix::setup::LocalNix::detect()
+                .options()
+                .into_iter()
+                .chain(inventory.nix_options.iter().cloned())
+                .collect(),
         },
         reporter: Reporter::new(sinks),
         options,
@@ -201,6 +213,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         yes: opts.yes,
         force_unlock: opts.force_unlock,
         interactive: std::io::stdin().is_terminal(),
+        persist: opts.persist,
     };
     let ctx = make_context(
         &runtime,

@@ -1,6 +1,7 @@
 //! Disposable local SSH targets: network namespaces running sshd, each with its own Nix store.
 
 pub mod client;
+pub mod fault;
 pub mod flake;
 pub mod netns;
 pub mod sshd;
@@ -421,6 +422,24 @@ pub fn preflight() -> anyhow::Result<()> {
              scripts/install-deps.sh",
             missing.join(", ")
         )));
+    }
+    ensure_mount_points()
+}
+
+/// Creates the directories every host's private ones are mounted on, when this machine lacks
+/// them: a fresh machine may have no `/nix` (Nix makes it on first use) and no `/etc/nix`.
+/// A mount point needs no content, so an empty directory changes nothing else here.
+fn ensure_mount_points() -> anyhow::Result<()> {
+    for dir in sshd::MOUNT_POINTS {
+        let dir = Path::new(dir);
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "failed to create {}, the mount point of every sandbox host's own",
+                    dir.display()
+                )
+            })?;
+        }
     }
     Ok(())
 }

@@ -75,18 +75,21 @@ impl HostDirs {
         self.etc_ssh().join("ssh_host_ed25519_key.pub")
     }
 
-    /// `(machine directory, mount point inside the host)`; `/run` and `/root` come last so
+    /// `(machine directory, mount point inside the host)`; the mount points are [`MOUNT_POINTS`]; `/run` and `/root` come last so
     /// a sandbox directory below either still resolves (sources are opened before mounting).
     fn mounts(&self) -> [(PathBuf, &'static str); 5] {
         [
-            (self.nix(), "/nix"),
-            (self.etc_nix(), "/etc/nix"),
-            (self.etc_ssh(), "/etc/ssh"),
-            (self.home(), "/root"),
-            (self.run(), "/run"),
+            (self.nix(), MOUNT_POINTS[0]),
+            (self.etc_nix(), MOUNT_POINTS[1]),
+            (self.etc_ssh(), MOUNT_POINTS[2]),
+            (self.home(), MOUNT_POINTS[3]),
+            (self.run(), MOUNT_POINTS[4]),
         ]
     }
 }
+
+/// Where a host's private directories are mounted: they must exist on the machine.
+pub const MOUNT_POINTS: [&str; 5] = ["/nix", "/etc/nix", "/etc/ssh", "/root", "/run"];
 
 /// Generates an ed25519 key without passphrase unless `path` already holds one.
 pub fn ensure_key(path: &Path, comment: &str) -> anyhow::Result<()> {
@@ -127,11 +130,18 @@ pub fn sshd_config(address: &str) -> String {
 }
 
 /// The per-host `nix.conf`.
+///
+/// `build-users-group =`: builds on a host run as root, never as the machine's `nixbld` users.
+/// Hosts share this machine's users and processes but each has its own `/nix`, so their Nix
+/// would hand out the same build uids from separate pools, and Nix kills every process of a
+/// build uid before and after using it: a build on a host killed the deployer's concurrent
+/// builds with signal 9 (tests/concurrent_builds.rs pins this).
 pub fn nix_conf(builder: bool) -> String {
     let mut text = String::from(
         "# Written by `nixdeploy sandbox up`.\n\
          sandbox = false\n\
          substituters =\n\
+         build-users-group =\n\
          experimental-features = nix-command flakes\n",
     );
     if builder {

@@ -7,7 +7,7 @@ mod ssh;
 mod tuning;
 
 pub use escalate::{Escalation, DEFAULT_ESCALATION};
-pub use pool::Pool;
+pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
 #[cfg(test)]
 pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};
