@@ -191,23 +191,69 @@ fn a_port_from_the_hive_is_the_port_ssh_uses() {
 }
 
 #[test]
-fn a_local_only_colmena_node_is_refused_before_anything_runs() {
+fn a_local_host_is_deployed_without_any_ssh_connection() {
     if !skip_unless_root() {
         return;
     }
+    // nixdeploy runs inside h1's namespaces (its own /nix, /run and network), so "this
+    // machine" is the sandbox host and the real machine's /run/current-system is never touched.
     let sb = Sandbox::up(1);
+    fresh_revs(&sb);
     let hive = COLMENA
         .replace("targetHost = h;", "targetHost = null;")
         .replace(
             "allowLocalDeployment = false;",
             "allowLocalDeployment = true;",
-        );
+        )
+        .replace("allowApplyAll = false;", "allowApplyAll = true;");
     let flake = flake_ref(&fixture(&sb, "colmena-local", &hive));
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake, "--on", "h1"])
+    let tmp = sb.dir().parent().unwrap();
+    let fake = tmp.join("fake-bin");
+    fs::create_dir_all(&fake).unwrap();
+    let calls = tmp.join("ssh-calls");
+    fs::write(
+        fake.join("ssh"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\nexit 255\n", calls.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(fake.join("ssh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let pid = sb.sshd_pids()[0].to_string();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-m", "-n", "-u", "--"])
+        .arg(common::BIN)
+        .args(["run", APPLY, "--flake", &flake])
+        .env("PATH", path)
+        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
+        .env_remove("NIXDEPLOY_PATH")
         .output()
-        .assert_code(4)
-        .assert_stderr_contains("host h1 must be deployed locally without ssh");
-    assert!(sb.activations("h1").is_empty());
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !calls.exists(),
+        "ssh was run: {:?}",
+        fs::read_to_string(&calls)
+    );
+    assert_eq!(
+        sb.current_system("h1"),
+        Some(sb.build_toplevel("h1")),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(sb.host_root("h1").join("run/keys/app-token")).unwrap(),
+        "token-of-h1"
+    );
+    let states = activation_states(&sb, "h1");
+    assert!(
+        states.iter().any(|s| s == "confirmed"),
+        "the watchdog was armed and confirmed: {states:?}"
+    );
 }
 
 /// The deploy-rs fixture: every node has a system profile (deploy-rs's `activate.nixos`

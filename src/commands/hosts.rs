@@ -78,6 +78,9 @@ fn build_location(build_on: &BuildOn) -> String {
 
 /// `user@host:port`, with brackets around IPv6 addresses that carry a port.
 fn target(host: &Host) -> String {
+    if host.local {
+        return "local (no ssh)".to_string();
+    }
     let mut text = String::new();
     if let Some(user) = &host.target_user {
         text.push_str(user);

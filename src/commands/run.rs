@@ -139,21 +139,6 @@ pub fn guard_apply_all(inventory: &Inventory, on: Option<&str>) -> Result<(), Fa
     )))
 }
 
-/// A host that must be deployed on this machine without ssh (native `local = true`, colmena's
-/// `targetHost = null` with `allowLocalDeployment`) cannot be deployed yet: refuse before
-/// touching anything.
-pub fn guard_local_only(selected: &[Arc<crate::fleet::Host>]) -> Result<(), Failure> {
-    match selected.iter().find(|h| h.local) {
-        None => Ok(()),
-        Some(h) => Err(Failure::input(format!(
-            "host {name} must be deployed locally without ssh (local = true, or colmena's targetHost = null \
-with allowLocalDeployment), which nixdeploy does not do yet; give it a targetHost this machine reaches \
-over ssh (localhost works), or leave it out with --on (e.g. --on '!{name}')",
-            name = h.name
-        ))),
-    }
-}
-
 /// Runs a runbook.
 pub fn run(opts: Options) -> anyhow::Result<Exit> {
     let Some(runbook) = opts.runbook.clone() else {
@@ -189,7 +174,6 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
 
     let inventory = Arc::new(Inventory::load(&opts.flake)?);
     guard_apply_all(&inventory, opts.on.as_deref())?;
-    guard_local_only(&inventory.select(opts.on.as_deref())?)?;
     // Every library it imports (flake inputs included) must be found and parse, before any host.
     let resolving = Session::new(
         None,

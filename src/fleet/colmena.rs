@@ -92,19 +92,12 @@ pub fn read_hive(value: &Value) -> anyhow::Result<Parsed> {
             None => Some(name.clone()),
         };
         let allow_local = deployment.boolean("allowLocalDeployment")?.unwrap_or(false);
-        // Only a node without an ssh target must be deployed without ssh; one whose target is
-        // this machine is deployed over ssh to it, as nixdeploy does not deploy locally yet.
-        let local = allow_local && target_host.is_none();
-        if allow_local
+        // colmena's apply-local: a node allowed to deploy locally whose target is this
+        // machine (or that has none) is deployed here, without ssh.
+        let local = allow_local
             && target_host
                 .as_deref()
-                .is_some_and(|t| is_this_machine(t) || this_machine.as_deref() == Some(t))
-        {
-            warnings.push(format!(
-                "{dwhat}: allowLocalDeployment with targetHost '{}': nixdeploy deploys it over ssh to that target",
-                target_host.as_deref().unwrap_or_default()
-            ));
-        }
+                .is_none_or(|t| is_this_machine(t) || this_machine.as_deref() == Some(t));
         if target_host.is_none() && !allow_local {
             return Err(problem(
                 &dwhat,

@@ -96,7 +96,7 @@ fn colmena_fields_nixdeploy_does_not_follow_are_warnings() {
 }
 
 #[test]
-fn colmena_local_deployment_without_a_target_is_a_local_only_host() {
+fn colmena_local_deployment_targets_this_machine_or_none() {
     let inv = load(
         "colmenaHive",
         json!({ "nodes": {
@@ -106,16 +106,15 @@ fn colmena_local_deployment_without_a_target_is_a_local_only_host() {
         }}),
     )
     .unwrap();
-    assert!(inv.get("here").unwrap().local, "no ssh target: local only");
     assert!(
-        !inv.get("lo").unwrap().local,
-        "reached over ssh to localhost"
+        inv.get("here").unwrap().local,
+        "no ssh target: deployed here"
     );
-    assert!(inv
-        .warnings
-        .join("\n")
-        .contains("deploys it over ssh to that target"));
-    assert!(!inv.get("far").unwrap().local);
+    assert!(
+        inv.get("lo").unwrap().local,
+        "a target of this machine: deployed here"
+    );
+    assert!(!inv.get("far").unwrap().local, "another machine: over ssh");
     let err = error(
         "colmenaHive",
         json!({ "nodes": { "x": node(json!({ "targetHost": null }), "x") } }),

@@ -47,9 +47,13 @@ pub async fn build(
             .unwrap_or_else(|| h.build_on.clone())
     };
     // Only a system derivation can be built on the target; prebuilt systems, hosts without
-    // one and other profiles are realised here.
+    // one, other profiles and local hosts (the target is this machine) are realised here.
     let (on_target, here): (Vec<_>, Vec<_>) = hosts.iter().cloned().partition(|h| {
-        place(h) == BuildOn::Target && h.has_system && !h.is_prebuilt() && h.profiles.is_empty()
+        place(h) == BuildOn::Target
+            && !h.local
+            && h.has_system
+            && !h.is_prebuilt()
+            && h.profiles.is_empty()
     });
     let mut results: BTreeMap<String, Result<Outcome<Built>, String>> = BTreeMap::new();
 

@@ -95,6 +95,13 @@ async fn copy_one(
             );
         }
     }
+    if host.local {
+        // This machine's store is the host's: what is built here is already there.
+        return Ok(Outcome::skipped(
+            copied,
+            "local host: already in this machine's store",
+        ));
+    }
     if here.is_empty() {
         return Ok(Outcome::done(copied).with_message("substituted on the host"));
     }

@@ -1,12 +1,14 @@
 //! How a host is reached: shell quoting, ssh targets, and one multiplexed connection per host.
 
 mod escalate;
+mod local;
 mod pool;
 mod quote;
 mod ssh;
 mod tuning;
 
 pub use escalate::{Escalation, DEFAULT_ESCALATION};
+pub use local::Held;
 pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
 #[cfg(test)]
 pub use quote::assert_valid_shell;
