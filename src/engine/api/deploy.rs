@@ -157,6 +157,8 @@ pub mod api {
     /// touch the system alone. `specialisation: "name"` activates the system's
     /// `specialisation/<name>` instead (its own toplevel, which the profile then points at);
     /// a host whose system has no such specialisation fails before anything is switched.
+    /// `reboot: true` then reboots every host that activated, as `reboot` does (usually with
+    /// `mode: "boot"`): the entry carries `rebooted`.
     /// Options the runbook leaves out come from the inventory (deploy-rs's `magicRollback`,
     /// `confirmTimeout`, ..., or a host's `activate` set), per host and per profile.
     /// A host already running the system, or a profile already pointing at its path, is left
@@ -167,6 +169,7 @@ pub mod api {
     /// if !r.ok { print(r.failed); }
     /// activate(b, #{ profile: "myapp" });     // just that profile, on every host that has it
     /// activate(b, #{ specialisation: "rescue" });
+    /// activate(b, #{ mode: "boot", reboot: true });   // new kernel: boot into it, check it runs
     /// ```
     #[rhai_fn(name = "activate", return_raw)]
     pub fn activate_with(
@@ -207,6 +210,7 @@ pub mod api {
         }
         let mut which = super::Which::parse(opts.string("profile")?)?;
         let specialisation = opts.string("specialisation")?;
+        let reboot = opts.bool("reboot")?.unwrap_or(false);
         opts.finish()?;
         if specialisation.is_some() && matches!(which, super::Which::Named(_)) {
             return fail("activate: `specialisation` is about the system; it cannot be combined with `profile` naming another profile");
@@ -246,11 +250,60 @@ pub mod api {
             .runtime
             .block_on(super::activate_all(&api.ctx, items, o, given, which));
         results.extend(unknown);
+        if reboot {
+            results = api.ctx.runtime.block_on(super::reboot_after(
+                &api.ctx,
+                results,
+                super::REBOOT_TIMEOUT,
+            ));
+        }
         Ok(record(
             &api,
             Report::from_results("activate", call_site(&ctx), results, |a| {
                 Some(a.system.path.clone()).filter(|p| !p.is_empty())
             }),
+        ))
+    }
+
+    /// Reboots the hosts: starts each reboot detached, drops the pooled connection, waits until
+    /// the host answers with a new boot id (up to 300 s), and checks that it runs the system its
+    /// profile points at. Entries carry `path`, `boot_id_before`, `boot_id`, `seconds`. The
+    /// machine nixdeploy runs on (a local host) is never rebooted.
+    ///
+    /// ```rhai
+    /// reboot(hosts("@db"));
+    /// ```
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        reboot_with(ctx, hosts, rhai::Map::new())
+    }
+
+    /// `reboot` with options: `timeout` (seconds, default 300) for each host to come back.
+    ///
+    /// ```rhai
+    /// reboot(activate(c, #{ mode: "boot" }), #{ timeout: 600 });
+    /// ```
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot_with(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let mut opts = Options::new("reboot", options);
+        let timeout = opts.seconds("timeout")?.unwrap_or(super::REBOOT_TIMEOUT);
+        opts.finish()?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let results = api
+            .ctx
+            .runtime
+            .block_on(steps::reboot(&api.ctx, &hosts, timeout));
+        Ok(record(
+            &api,
+            Report::from_results("reboot", call_site(&ctx), results, |r| Some(r.path.clone())),
         ))
     }
 
@@ -370,6 +423,46 @@ pub(crate) struct ActivatedHost {
     pub system: crate::activation::Activated,
     /// The other profiles, in the order they were activated.
     pub profiles: Vec<crate::steps::ProfileActivated>,
+    /// The reboot that followed, with `reboot: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebooted: Option<crate::steps::Rebooted>,
+}
+
+/// How long `reboot` waits for a host to come back unless told.
+pub(crate) const REBOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `activate(..., #{ reboot: true })`: reboots the hosts whose activation succeeded and
+/// records the reboot in their entries; a host that does not come back fails.
+pub(crate) async fn reboot_after(
+    ctx: &Arc<crate::context::Context>,
+    results: Vec<crate::steps::HostResult<ActivatedHost>>,
+    timeout: std::time::Duration,
+) -> Vec<crate::steps::HostResult<ActivatedHost>> {
+    let ok: Vec<Arc<Host>> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(h, _)| h.clone())
+        .collect();
+    let mut rebooted: std::collections::BTreeMap<String, Result<_, String>> =
+        crate::steps::reboot(ctx, &ok, timeout)
+            .await
+            .into_iter()
+            .map(|(h, r)| (h.name.to_string(), r))
+            .collect();
+    results
+        .into_iter()
+        .map(|(h, r)| {
+            let r = match (r, rebooted.remove(h.name.as_str())) {
+                (Ok(mut done), Some(Ok(b))) => {
+                    done.value.rebooted = Some(b.value);
+                    Ok(done)
+                }
+                (Ok(_), Some(Err(e))) => Err(e),
+                (r, _) => r,
+            };
+            (h, r)
+        })
+        .collect()
 }
 
 /// Hosts whose system activation shares one set of options.
@@ -402,7 +495,7 @@ pub(crate) async fn activate_all(
             };
             let value = ActivatedHost {
                 system,
-                profiles: Vec::new(),
+                ..Default::default()
             };
             (
                 h.name.to_string(),
@@ -461,7 +554,7 @@ pub(crate) async fn activate_all(
                     *entry = r.map(|out| Outcome {
                         value: ActivatedHost {
                             system: out.value,
-                            profiles: Vec::new(),
+                            ..Default::default()
                         },
                         state: out.state,
                         message: out.message,
