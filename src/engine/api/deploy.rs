@@ -15,7 +15,7 @@ pub mod api {
     use super::super::options::Options;
     use super::super::{api, call_site, fail, targets, Report};
     use super::{all_hosts_of, record, with_paths};
-    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode};
+    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode, OnRefusal};
     use crate::fleet::BuildOn;
     use crate::steps;
 
@@ -152,7 +152,14 @@ pub mod api {
     /// brand-new connection), `auto_rollback` (default `true`: a profile whose activation fails
     /// goes back to what it pointed at), `confirm_timeout` (30 s), `activation_timeout`
     /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`;
-    /// the system only), `profile` (`"all"`, the default; `"system"`; or one profile's name).
+    /// the system only), `settle` (2 s: how long a host must keep answering brand-new
+    /// connections after its activation before it is confirmed; `0` confirms at once),
+    /// `on_refusal` (`"fail"`, or `"boot"`: when NixOS refuses a live switch because of switch
+    /// inhibitors, make the new system the boot default instead; it runs after the next
+    /// reboot), `profile` (`"all"`, the default; `"system"`; or one profile's name).
+    /// With magic rollback, `switch` activates with `test` first and sets the profile and the
+    /// boot default only once confirmed, so a host that reboots before that comes back on its
+    /// previous system.
     /// Profiles other than the system are activated in mode `"switch"` only; other modes
     /// touch the system alone. `specialisation: "name"` activates the system's
     /// `specialisation/<name>` instead (its own toplevel, which the profile then points at);
@@ -196,6 +203,12 @@ pub mod api {
         if let Some(t) = opts.seconds("activation_timeout")? {
             o.activation_timeout = t;
             given.activation_timeout = Some(t);
+        }
+        if let Some(t) = opts.seconds("settle")? {
+            o.settle = t;
+        }
+        if let Some(r) = opts.string("on_refusal")? {
+            o.on_refusal = OnRefusal::parse(&r).map_err(|e| format!("activate: {e}"))?;
         }
         if let Some(c) = opts.string("confirm")? {
             o.confirm = match c.as_str() {
