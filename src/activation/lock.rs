@@ -37,6 +37,14 @@ impl LockGuard {
     }
 }
 
+/// Lets go of `host`'s deploy lock on purpose (before a reboot, which ends its holder): the
+/// heartbeat stops and nothing reports it lost. A later step takes the lock again.
+pub fn release(ctx: &Context, host: &Host) {
+    if let Some(guard) = ctx.locks.lock().unwrap().remove(&host.name) {
+        guard.heartbeat.abort();
+    }
+}
+
 /// Whether this run holds `host`'s deploy lock; an error when it held it and lost it.
 pub fn holds(ctx: &Context, host: &Host) -> anyhow::Result<bool> {
     let locks = ctx.locks.lock().unwrap();

@@ -107,6 +107,8 @@ async fn reboot_one(
         };
         return Ok(Outcome::planned(value, "would reboot"));
     }
+    // The reboot ends the deploy lock's holder: let go of it first; a later step takes it anew.
+    crate::activation::release_lock(ctx, host);
     // The command may lose its connection as the host goes down: that is the reboot working.
     let _ = conn
         .run(&host.escalation.root(reboot_command()), None)
