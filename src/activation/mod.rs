@@ -7,7 +7,7 @@ pub mod protocol;
 pub mod script;
 
 pub use drive::{Ending, Ongoing};
-pub use lock::{civil_from_days, lock, release as release_lock, LockGuard};
+pub use lock::{lock, release as release_lock, LockGuard};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
