@@ -671,3 +671,49 @@ fn activating_an_unknown_profile_is_an_error_before_any_host_is_contacted() {
         .assert_stderr_contains("unknown profile 'myap' (did you mean 'myapp'?)");
     assert!(!format!("{out}").contains("cannot reach"), "{out}");
 }
+
+/// A makeHive-shaped hive with one node whose `deployment` is `deployment`.
+fn one_node_hive(deployment: &str) -> tempfile::TempDir {
+    bare_flake(&format!(
+        r#"{{ colmenaHive = {{ meta = {{ nixpkgs = throw "not read"; }};
+             nodes.web-1.config = {{ deployment = {deployment};
+               system.build.toplevel = d "web-1"; }}; }}; }}"#
+    ))
+}
+
+#[test]
+fn colmena_fields_of_the_wrong_shape_name_the_node_and_field() {
+    let cases = [
+        (
+            r#"{ targetPort = 70000; }"#,
+            "colmenaHive.nodes.web-1.config.deployment: field targetPort must be an integer from 1 to 65535",
+        ),
+        (
+            r#"{ tags = [ "web,db" ]; }"#,
+            "colmenaHive.nodes.web-1.config.deployment: field tags",
+        ),
+        (
+            r#"{ targetHost = null; allowLocalDeployment = false; }"#,
+            "targetHost is null and allowLocalDeployment is false",
+        ),
+        (
+            r#"{ privilegeEscalationCommand = "sudo"; }"#,
+            "field privilegeEscalationCommand must be a list of strings",
+        ),
+        (
+            r#"{ keys.k = { text = "x"; permissions = "0999"; }; }"#,
+            "host web-1: inventory key `k`",
+        ),
+    ];
+    for (deployment, needle) in cases {
+        let dir = one_node_hive(deployment);
+        let book = dir.path().join("book.rhai");
+        fs::write(&book, "build(hosts());").unwrap();
+        common::nixdeploy(&["run"])
+            .args(&[book.as_os_str()])
+            .args(&["--flake", &flake_ref(dir.path())])
+            .output()
+            .assert_code(4)
+            .assert_stderr_contains(needle);
+    }
+}

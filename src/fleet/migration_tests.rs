@@ -302,7 +302,12 @@ fn native_profiles_store_paths_and_the_apply_all_guard() {
         "nixdeploy",
         json!({ "hosts": { "h1": { "toplevel": "not-a-path" } } }),
     );
-    assert!(err.contains("is not a store path"), "{err}");
+    assert!(
+        err.contains(
+            "must be a derivation or a store path (/nix/store/<hash>-<name>), found the string"
+        ),
+        "{err}"
+    );
     let err = error(
         "nixdeploy",
         json!({ "hosts": { "h1": { "toplevel": drv("h1"), "allowApplyAll": false } } }),

@@ -204,9 +204,20 @@ pub struct Toplevel {
 
 /// Reads a `toplevel` value; `missing` is the message for a host that has none.
 pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow::Result<Toplevel> {
+    read_system_field(what, "toplevel", value, missing)
+}
+
+/// Reads a system-like field named `field` (`toplevel`, a profile's `path`): a derivation, or a
+/// prebuilt store path string.
+pub fn read_system_field(
+    what: &str,
+    field: &str,
+    value: Option<&Value>,
+    missing: &str,
+) -> anyhow::Result<Toplevel> {
     match value.filter(|v| !v.is_null()) {
         None => Err(problem(what, missing)),
-        Some(Value::String(path)) => prebuilt(what, path),
+        Some(Value::String(path)) => prebuilt(what, field, path),
         Some(v) => match as_derivation(v) {
             Some((drv_path, out_path, system)) => Ok(Toplevel {
                 drv_path,
@@ -216,7 +227,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
             None => Err(problem(
                 what,
                 format_args!(
-                    "field toplevel must be a derivation (such as config.system.build.toplevel) or a store path, found {}",
+                    "field {field} must be a derivation (such as config.system.build.toplevel) or a store path, found {}",
                     describe(v)
                 ),
             )),
@@ -226,7 +237,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
 
 /// A prebuilt system given as a store path string: nothing to build, `copy` sends or
 /// substitutes it.
-fn prebuilt(what: &str, path: &str) -> anyhow::Result<Toplevel> {
+fn prebuilt(what: &str, field: &str, path: &str) -> anyhow::Result<Toplevel> {
     let name = path.strip_prefix("/nix/store/").unwrap_or("");
     let valid = name.len() > 33
         && name.as_bytes()[32] == b'-'
@@ -236,7 +247,7 @@ fn prebuilt(what: &str, path: &str) -> anyhow::Result<Toplevel> {
         return Err(problem(
             what,
             format_args!(
-                "field toplevel is the string '{path}', which is not a store path; give a derivation or a /nix/store/<hash>-<name> path"
+                "field {field} must be a derivation or a store path (/nix/store/<hash>-<name>), found the string '{path}'"
             ),
         ));
     }
