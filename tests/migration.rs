@@ -347,7 +347,7 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
         let states = activation_states(&sb, h);
         assert!(!states.is_empty(), "{h}: the system was activated");
         assert!(
-            states.iter().all(|s| s != "confirmed"),
+            states.iter().all(|s| s == "done"),
             "{h}: magicRollback = false armed no watchdog: {states:?}"
         );
     }
@@ -716,4 +716,67 @@ fn colmena_fields_of_the_wrong_shape_name_the_node_and_field() {
             .assert_code(4)
             .assert_stderr_contains(needle);
     }
+}
+
+#[test]
+fn native_profiles_are_deployed_in_order_with_the_system() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    fresh_revs(&sb);
+    assert!(sb
+        .ssh(
+            "h1",
+            "mkdir -p /run/t && : > /run/t/log && chmod 666 /run/t/log"
+        )
+        .status
+        .success());
+    let outputs = r#"let
+        logger = name: mk name ''
+          "$bb" mkdir -p "$out/bin"
+          printf '#!%s sh\necho "$(%s id -un) %s" >> /run/t/log\n' "$bb" "$bb" "$what" > "$out/activate"
+          "$bb" cp "$out/activate" "$out/bin/start"
+          "$bb" chmod 555 "$out/activate" "$out/bin/start"
+        '' { what = name; };
+      in {
+      nixdeploy = {
+        sshConfig = fleet.sshConfig;
+        nixOptions.substituters = "";
+        hosts.h1 = {
+          toplevel = top "h1";
+          profilesOrder = [ "home" "system" "app" ];
+          profiles.home = { kind = "home-manager"; user = "nobody"; path = logger "home-manager-generation"; };
+          profiles.app = { user = "daemon"; path = logger "app"; command = "$PROFILE/bin/start"; };
+        };
+      };
+    }"#;
+    let flake = flake_ref(&fixture(&sb, "native-profiles", outputs));
+    let out = sb
+        .nixdeploy(&["run", APPLY, "--flake", &flake, "--json"])
+        .success();
+    assert_eq!(sb.current_system("h1"), Some(sb.build_toplevel("h1")));
+    assert_eq!(
+        log_of(&sb, "h1"),
+        ["nobody home-manager-generation", "daemon app"]
+    );
+    let activate = out
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "step" && e["host"] == "h1" && e["state"] != "started")
+        .map(|e| e["step"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    let at = |s: &str| activate.iter().position(|x| x == s).unwrap();
+    assert!(
+        at("activate-profiles") < at("activate"),
+        "home (before the system) is activated first: {activate:?}"
+    );
+    assert!(
+        activate
+            .iter()
+            .rposition(|x| x == "activate-profiles")
+            .unwrap()
+            > at("activate"),
+        "app (after the system) is activated last: {activate:?}"
+    );
 }
