@@ -780,3 +780,25 @@ fn native_profiles_are_deployed_in_order_with_the_system() {
         "app (after the system) is activated last: {activate:?}"
     );
 }
+
+#[test]
+fn a_prebuilt_store_path_nobody_has_fails_that_host_at_copy_with_what_to_do() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let missing = "/nix/store/00000000000000000000000000000000-nixos-system-nowhere";
+    let outputs = format!(
+        r#"{{ nixdeploy = {{
+            sshConfig = fleet.sshConfig;
+            nixOptions.substituters = "";
+            hosts.h1.toplevel = "{missing}";
+          }}; }}"#
+    );
+    let flake = flake_ref(&fixture(&sb, "prebuilt-missing", &outputs));
+    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    out.assert_code(1)
+        .assert_stderr_contains("is not in this machine's store and h1 cannot substitute it")
+        .assert_stderr_contains("build or fetch it here first");
+    assert!(sb.activations("h1").is_empty(), "nothing was activated");
+}
