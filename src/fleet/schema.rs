@@ -262,7 +262,10 @@ fn prebuilt(what: &str, field: &str, path: &str) -> anyhow::Result<Toplevel> {
 pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: BuildOn) -> Host {
     let target_host = fields.target_host.unwrap_or_else(|| name.to_string());
     Host {
-        local: fields.local.unwrap_or(false) || is_this_machine(&target_host),
+        // A loopback target with a port is an ssh target (a forwarded VM, a test listener).
+        local: fields
+            .local
+            .unwrap_or_else(|| fields.target_port.is_none() && is_this_machine(&target_host)),
         target_host,
         escalation: crate::transport::Escalation::for_login(fields.target_user.as_deref(), None),
         target_user: fields.target_user,
