@@ -128,6 +128,19 @@ fn deploy_rs(name: &'static str, outputs: &str, field: &str, message: &str) -> C
     Case::new("deploy-rs", name, 4, &[field, message]).outputs(outputs)
 }
 
+/// A colmena inventory (`colmenaHive` output) that cannot be used.
+fn colmena(name: &'static str, outputs: &str, field: &str, message: &str) -> Case {
+    Case::new("colmena", name, 4, &[field, message]).outputs(outputs)
+}
+
+/// A makeHive-shaped hive with node web-1 whose `deployment` is `deployment`.
+fn hive(deployment: &str) -> String {
+    format!(
+        r#"{{ colmenaHive = {{ meta = {{ nixpkgs = throw "not read"; }};
+            nodes.web-1.config = {{ deployment = {deployment}; system.build.toplevel = d "web-1"; }}; }}; }}"#
+    )
+}
+
 /// An `--on` selector that cannot be used.
 fn on(name: &'static str, selector: &str, fragments: &[&str]) -> Case {
     Case::new("selector", name, 4, fragments).extra(&["--on", selector])
@@ -796,7 +809,7 @@ fn catalogue() -> Vec<Case> {
         inv(
             "no inventory at all",
             r#"{ packages = { }; }"#,
-            "has no nixdeploy, deploy or nixosConfigurations output",
+            "has no nixdeploy, deploy, colmenaHive or nixosConfigurations output",
             "flake-schema.md",
         ),
         Case::new(
@@ -865,8 +878,62 @@ fn catalogue() -> Vec<Case> {
             "must be a derivation",
         ),
         // ---- colmena inventories ----
-        // (The colmena importer's cases go here once it lands: same `inv`-style helper with
-        // a `colmena` output, each naming the node and field at fault.)
+        colmena(
+            "raw colmena output without colmenaHive",
+            r#"{ colmena = { meta = { }; web-1 = { }; }; }"#,
+            "has a `colmena` output",
+            "add `colmenaHive = colmena.lib.makeHive self.colmena;`",
+        ),
+        colmena(
+            "hive without nodes",
+            r#"{ colmenaHive = { meta = { }; }; }"#,
+            "colmenaHive",
+            "has no nodes",
+        ),
+        colmena(
+            "targetPort out of range",
+            &hive(r#"{ targetHost = "127.0.0.1"; targetPort = 70000; }"#),
+            "colmenaHive.nodes.web-1.config.deployment: field targetPort",
+            "from 1 to 65535",
+        ),
+        colmena(
+            "tag with a selector character",
+            &hive(r#"{ targetHost = "127.0.0.1"; targetPort = PORT; tags = [ "web,db" ]; }"#),
+            "colmenaHive.nodes.web-1.config.deployment: field tags",
+            "web,db",
+        ),
+        colmena(
+            "targetHost null without local deployment",
+            &hive(r#"{ targetHost = null; allowLocalDeployment = false; }"#),
+            "colmenaHive.nodes.web-1.config.deployment",
+            "targetHost is null and allowLocalDeployment is false",
+        ),
+        colmena(
+            "privilegeEscalationCommand a string",
+            &hive(
+                r#"{ targetHost = "127.0.0.1"; targetPort = PORT; privilegeEscalationCommand = "sudo"; }"#,
+            ),
+            "field privilegeEscalationCommand",
+            "must be a list of strings",
+        ),
+        colmena(
+            "toplevel not a derivation",
+            r#"{ colmenaHive.nodes.web-1.config = { deployment = { targetHost = "127.0.0.1"; targetPort = PORT; }; system.build.toplevel = 3; }; }"#,
+            "colmenaHive.nodes.web-1",
+            "must be a derivation",
+        ),
+        deploy_rs(
+            "deploy-rs field with a typo",
+            r#"{ deploy.nodes.web-1 = { hostname = "127.0.0.1"; sshUsr = "root"; profiles.system.path = d "a"; }; }"#,
+            "deploy.nodes.web-1: unknown field sshUsr",
+            "did you mean sshUser?",
+        ),
+        deploy_rs(
+            "profilesOrder naming an unknown profile",
+            r#"{ deploy.nodes.web-1 = { hostname = "127.0.0.1"; profilesOrder = [ "sytem" ]; profiles.system.path = d "a"; }; }"#,
+            "deploy.nodes.web-1: profilesOrder",
+            "did you mean 'system'?",
+        ),
         // ---- environment ----
         Case::new(
             "environment",

@@ -512,7 +512,7 @@ fn flake_without_any_inventory_output_is_rejected() {
         &[],
         4,
         &[
-            "has no nixdeploy, deploy or nixosConfigurations output",
+            "has no nixdeploy, deploy, colmenaHive or nixosConfigurations output",
             "packages",
         ],
     );

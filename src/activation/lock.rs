@@ -37,6 +37,14 @@ impl LockGuard {
     }
 }
 
+/// Lets go of `host`'s deploy lock on purpose (before a reboot, which ends its holder): the
+/// heartbeat stops and nothing reports it lost. A later step takes the lock again.
+pub fn release(ctx: &Context, host: &Host) {
+    if let Some(guard) = ctx.locks.lock().unwrap().remove(&host.name) {
+        guard.heartbeat.abort();
+    }
+}
+
 /// Whether this run holds `host`'s deploy lock; an error when it held it and lost it.
 pub fn holds(ctx: &Context, host: &Host) -> anyhow::Result<bool> {
     let locks = ctx.locks.lock().unwrap();
@@ -172,8 +180,8 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
     )
 }
 
-type HeldChild = openssh::Child<Arc<openssh::Session>>;
-type HolderLines = tokio::io::Lines<BufReader<openssh::ChildStdout>>;
+type HeldChild = crate::transport::Held;
+type HolderLines = tokio::io::Lines<BufReader<crate::transport::HeldOut>>;
 
 /// The task that keeps a lock alive and notices when it ends on its own.
 struct Watch {
@@ -186,7 +194,12 @@ impl Watch {
     /// Sends a heartbeat every [`HEARTBEAT`] and waits for the holder's output to end: it only
     /// ends when the holder does (its connection died, or it gave the lock up). Aborted when the
     /// run releases the lock, so reaching the end means the lock was lost.
-    async fn run(self, child: HeldChild, mut stdin: openssh::ChildStdin, mut lines: HolderLines) {
+    async fn run(
+        self,
+        child: HeldChild,
+        mut stdin: crate::transport::HeldIn,
+        mut lines: HolderLines,
+    ) {
         let _child = child;
         let mut tick = tokio::time::interval(HEARTBEAT);
         let why = loop {

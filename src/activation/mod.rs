@@ -8,7 +8,7 @@ pub mod protocol;
 pub mod script;
 
 pub use drive::{Ending, Ongoing};
-pub use lock::{lock, LockGuard};
+pub use lock::{lock, release as release_lock, LockGuard};
 pub use options::{ActivateOptions, ConfirmMode, Mode, OnRefusal};
 
 use std::sync::Arc;

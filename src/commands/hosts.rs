@@ -8,6 +8,9 @@ use crate::fleet::{BuildOn, Host, Inventory};
 /// Lists the selected hosts.
 pub fn run(flake: &str, on: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     let inventory = Inventory::load(flake)?;
+    for warning in &inventory.warnings {
+        eprintln!("warning: {warning}");
+    }
     let hosts = inventory.select(on)?;
     let text = if json {
         let rows: Vec<Row> = hosts.iter().map(|h| Row::from(h.as_ref())).collect();
@@ -31,6 +34,14 @@ struct Row<'a> {
     build_on: String,
     drv_path: &'a str,
     out_path: &'a str,
+    /// Whether the host has a system profile.
+    has_system: bool,
+    /// The other profiles, in deploy order.
+    profiles: &'a [crate::fleet::Profile],
+    /// Deployed without ssh.
+    local: bool,
+    /// `activate` defaults from the inventory.
+    activate_defaults: &'a crate::fleet::ActivateDefaults,
 }
 
 impl<'a> From<&'a Host> for Row<'a> {
@@ -48,6 +59,10 @@ impl<'a> From<&'a Host> for Row<'a> {
             },
             drv_path: &host.drv_path,
             out_path: &host.out_path,
+            has_system: host.has_system,
+            profiles: &host.profiles,
+            local: host.local,
+            activate_defaults: &host.activate_defaults,
         }
     }
 }
@@ -63,6 +78,9 @@ fn build_location(build_on: &BuildOn) -> String {
 
 /// `user@host:port`, with brackets around IPv6 addresses that carry a port.
 fn target(host: &Host) -> String {
+    if host.local {
+        return "local (no ssh)".to_string();
+    }
     let mut text = String::new();
     if let Some(user) = &host.target_user {
         text.push_str(user);
@@ -133,6 +151,12 @@ mod tests {
             ssh_options: vec![],
             keys: BTreeMap::new(),
             cache: None,
+            has_system: true,
+            profiles: vec![],
+            system_position: 0,
+            activate_defaults: Default::default(),
+            substitute: None,
+            local: false,
         }
     }
 

@@ -150,6 +150,20 @@ fn announce_stop(ctx: &Context, why: &str) {
     );
 }
 
+/// `allowApplyAll = false`: a run must name its hosts, so a forgotten `--on` cannot deploy the
+/// whole fleet.
+pub fn guard_apply_all(inventory: &Inventory, on: Option<&str>) -> Result<(), Failure> {
+    if on.is_some() || inventory.allow_apply_all {
+        return Ok(());
+    }
+    Err(Failure::input(format!(
+        "refusing to run on every host of '{flake}': its inventory sets allowApplyAll = false \
+(nixdeploy.defaults or colmena's meta), so a run must select hosts with --on (e.g. --on @web or --on {first})",
+        flake = inventory.flake,
+        first = inventory.hosts.keys().next().map(|h| h.as_str()).unwrap_or("HOST"),
+    )))
+}
+
 /// Runs a runbook.
 pub fn run(opts: Options) -> anyhow::Result<Exit> {
     let Some(runbook) = opts.runbook.clone() else {
@@ -196,6 +210,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
 
     let inventory = Arc::new(Inventory::load(&opts.flake)?);
+    guard_apply_all(&inventory, opts.on.as_deref())?;
     // Every library it imports (flake inputs included) must be found and parse, before any host.
     let resolving = Session::new(
         None,
@@ -240,6 +255,9 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     // any host, not after `copy` has already changed their stores.
     crate::keys::check_hosts(&ctx.allowed).map_err(Failure::input)?;
     watch_interrupts(&runtime, &ctx);
+    for warning in &inventory.warnings {
+        ctx.reporter.message(Level::Warn, warning.clone());
+    }
     ctx.reporter.emit(Event::RunStarted {
         runbook: source.clone(),
         hosts: ctx.allowed.iter().map(|h| h.name.clone()).collect(),

@@ -4,7 +4,7 @@
 # Values are passed through as raw, JSON-safe data; Rust validates them and names the
 # host and field of every problem. Only the toplevels that are needed are evaluated.
 let
-  inherit (builtins) attrNames getEnv getFlake isAttrs isFunction isList isPath mapAttrs;
+  inherit (builtins) attrNames getEnv getFlake head isAttrs isFunction isList isPath isString mapAttrs;
 
   flake = getFlake (getEnv "NIXDEPLOY_FLAKE");
 
@@ -22,6 +22,7 @@ let
       drv = v.drvPath;
       out = v.outPath;
       system = v.system or null;
+      wraps = wrappedBy v;
     }
     else if isPath v then toString v
     else if isFunction v then { __nixdeploy = "function"; }
@@ -31,7 +32,50 @@ let
       (if depth > 0 then map (clean (depth - 1)) v else { __nixdeploy = "list"; })
     else v;
 
+  # deploy-rs's `activate.*` wrappers are buildEnvs named `activatable-<base>` whose first
+  # entry is the wrapped store path (the NixOS toplevel for `activate.nixos`); reading it lets
+  # nixdeploy compare the system a host runs with the one it should run. Null otherwise.
+  wrappedBy = v:
+    let
+      name = v.name or "";
+      entries =
+        if isString (v.pkgs or null) then builtins.fromJSON (builtins.unsafeDiscardStringContext v.pkgs)
+        else null;
+      first = if isList entries && entries != [ ] then head entries else null;
+      paths = if isAttrs first then first.paths or null else null;
+    in
+    if builtins.substring 0 12 name == "activatable-" && isList paths && paths != [ ]
+    then head paths
+    else null;
+
   nixosConfigurations = flake.nixosConfigurations or { };
+
+  # colmena: the evaluated hive (`colmena.lib.makeHive`); only its deployment settings, each
+  # node's toplevel and the few `meta` fields nixdeploy reads are touched (meta.nixpkgs is a
+  # whole package set).
+  readHive = hive:
+    if isAttrs hive then {
+      nodes =
+        if isAttrs (hive.nodes or null) then
+          mapAttrs
+            (name: node: {
+              deployment = within "colmenaHive.nodes.${name}.config.deployment"
+                (clean 8 (node.config.deployment or null));
+              toplevel = within "colmenaHive.nodes.${name}.config.system.build.toplevel"
+                (clean 0 (node.config.system.build.toplevel or null));
+            })
+            hive.nodes
+        else clean 0 (hive.nodes or null);
+      meta = mapAttrs (key: v: within "colmenaHive.meta.${key}" (clean 2 v)) (
+        builtins.intersectAttrs
+          { allowApplyAll = null; machinesFile = null; name = null; description = null; }
+          (hive.meta or { })
+      );
+    }
+    else clean 0 hive;
+
+  # What a flake defines, without the metadata getFlake adds (inputs, narHash, rev, ...).
+  outputNames = attrNames (flake.outputs or flake);
 
   nixosToplevel = name:
     if isAttrs nixosConfigurations && nixosConfigurations ? ${name} then
@@ -86,11 +130,13 @@ in
 // (
   if flake ? nixdeploy then { source = "nixdeploy"; value = readNixdeploy flake.nixdeploy; }
   else if flake ? deploy then { source = "deploy"; value = readDeploy flake.deploy; }
+  else if flake ? colmenaHive then { source = "colmenaHive"; value = readHive flake.colmenaHive; }
+  else if flake ? colmena then { source = "colmena"; value = outputNames; }
   else if flake ? nixosConfigurations then {
     source = "nixosConfigurations";
     value =
       if isAttrs nixosConfigurations then mapAttrs (name: _: { toplevel = nixosToplevel name; }) nixosConfigurations
       else clean 0 nixosConfigurations;
   }
-  else { source = "none"; value = attrNames flake; }
+  else { source = "none"; value = outputNames; }
 )

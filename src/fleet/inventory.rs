@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{deploy_rs, eval, schema, suggest, HostName, Selector};
+use super::{colmena, deploy_rs, eval, schema, suggest, HostName, Selector};
 use crate::exit::Failure;
 
 /// Where a host's system is built.
@@ -68,6 +68,86 @@ pub struct Host {
     /// The binary cache it substitutes from with `copy(.., #{ via: "cache" })`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<super::BinaryCache>,
+    /// Whether the host has a system profile at all (a deploy-rs node may carry only others).
+    pub has_system: bool,
+    /// The profiles besides the system one, in the order they are deployed.
+    pub profiles: Vec<Profile>,
+    /// Where the system profile goes in the deploy order: the index in `profiles` it comes
+    /// before (`profiles.len()` when it comes last; 0, the default, when first).
+    pub system_position: usize,
+    /// Settings `activate` uses for this host unless the runbook passes its own.
+    pub activate_defaults: ActivateDefaults,
+    /// `substituteOnDestination`: whether `copy` lets the host use its own binary caches when
+    /// the runbook does not say (`None`: `copy`'s default, yes).
+    pub substitute: Option<bool>,
+    /// Deployed on this machine without ssh (`local = true`, or colmena's
+    /// `allowLocalDeployment` with this machine as the target).
+    pub local: bool,
+}
+
+impl Host {
+    /// Whether the system is a prebuilt store path (no derivation: nothing to build).
+    pub fn is_prebuilt(&self) -> bool {
+        self.drv_path.is_empty()
+    }
+}
+
+/// What runs when a profile other than the system one is activated.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileKind {
+    /// A home-manager generation: `$PROFILE/activate`, as the profile's user.
+    HomeManager,
+    /// Anything else: its own activation command, as the profile's user.
+    Custom,
+}
+
+/// A profile besides the system one: a store path set into its own profile link and
+/// activated by its own command, as its own user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Profile {
+    /// The profile's name (`home`, `myapp`).
+    pub name: String,
+    /// What kind of profile it is.
+    pub kind: ProfileKind,
+    /// The `.drv` to build, or empty for a prebuilt store path.
+    pub drv_path: String,
+    /// The store path the profile link points at after the deploy.
+    pub out_path: String,
+    /// The profile link (`/nix/var/nix/profiles/per-user/alice/home`).
+    pub profile_path: String,
+    /// The user the activation command runs as.
+    pub user: String,
+    /// The shell command that activates it; `$PROFILE` is the profile link.
+    pub activate: String,
+    /// This profile's own rollback and timeout settings, over the host's.
+    pub defaults: ActivateDefaults,
+}
+
+/// `activate` settings an inventory may give a host or profile (deploy-rs's `magicRollback`,
+/// `autoRollback`, `confirmTimeout`, `activationTimeout`); `None` keeps `activate`'s default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActivateDefaults {
+    /// Roll back unless confirmed over a new connection.
+    pub magic_rollback: Option<bool>,
+    /// Roll back when activation fails.
+    pub auto_rollback: Option<bool>,
+    /// Seconds to wait for the confirmation.
+    pub confirm_timeout: Option<u64>,
+    /// Seconds the activation may take.
+    pub activation_timeout: Option<u64>,
+}
+
+impl ActivateDefaults {
+    /// These settings with `outer` filling the gaps.
+    pub fn over(&self, outer: &ActivateDefaults) -> ActivateDefaults {
+        ActivateDefaults {
+            magic_rollback: self.magic_rollback.or(outer.magic_rollback),
+            auto_rollback: self.auto_rollback.or(outer.auto_rollback),
+            confirm_timeout: self.confirm_timeout.or(outer.confirm_timeout),
+            activation_timeout: self.activation_timeout.or(outer.activation_timeout),
+        }
+    }
 }
 
 /// The whole inventory of one flake.
@@ -85,6 +165,12 @@ pub struct Inventory {
     pub nix_options: Vec<(String, String)>,
     /// The flake's inputs by name (their source directories), for `import "flake:INPUT/MODULE"`.
     pub flake_inputs: std::collections::HashMap<String, PathBuf>,
+    /// `allowApplyAll` (native defaults or colmena's `meta`): when `false`, a run must name
+    /// its hosts with `--on`.
+    pub allow_apply_all: bool,
+    /// What the inventory's source asked for that nixdeploy does differently (shown at the
+    /// start of a run and by `hosts`).
+    pub warnings: Vec<String>,
 }
 
 impl Inventory {
@@ -117,40 +203,32 @@ impl Inventory {
     ) -> anyhow::Result<Inventory> {
         let source = value["source"].as_str().unwrap_or("none");
         let body = &value["value"];
-        let (parsed_hosts, builders, ssh_config, nix_options) = match source {
-            "nixdeploy" => {
-                let parsed = schema::read(body)?;
-                (
-                    parsed.hosts,
-                    parsed.builders,
-                    parsed.ssh_config,
-                    parsed.nix_options,
-                )
-            }
-            "deploy" => (
-                deploy_rs::read_deploy(body)?,
-                BTreeMap::new(),
-                None,
-                Vec::new(),
-            ),
-            "nixosConfigurations" => (
-                deploy_rs::read_nixos(body)?,
-                BTreeMap::new(),
-                None,
-                Vec::new(),
-            ),
+        let parsed = match source {
+            "nixdeploy" => schema::read(body)?,
+            "deploy" => deploy_rs::read_deploy(body)?,
+            "colmenaHive" => colmena::read_hive(body)?,
+            "nixosConfigurations" => deploy_rs::read_nixos(body)?,
+            "colmena" => return Err(Failure::input(colmena::raw_hive_error(flake)).into()),
             _ => {
                 let outputs: Vec<&str> = body
                     .as_array()
                     .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                     .unwrap_or_default();
                 return Err(Failure::input(format!(
-                    "flake '{flake}' has no nixdeploy, deploy or nixosConfigurations output (its outputs: {}); see docs/flake-schema.md",
+                    "flake '{flake}' has no nixdeploy, deploy, colmenaHive or nixosConfigurations output (its outputs: {}); see docs/flake-schema.md",
                     suggest::list(outputs)
                 ))
                 .into());
             }
         };
+        let schema::Parsed {
+            hosts: parsed_hosts,
+            builders,
+            ssh_config,
+            nix_options,
+            allow_apply_all,
+            warnings,
+        } = parsed;
         if parsed_hosts.is_empty() {
             return Err(Failure::input(format!(
                 "flake '{flake}' defines no hosts in its {source} output; add at least one host"
@@ -177,6 +255,8 @@ impl Inventory {
                         .collect()
                 })
                 .unwrap_or_default(),
+            allow_apply_all,
+            warnings,
         })
     }
 
@@ -237,3 +317,7 @@ fn index_hosts(hosts: Vec<Host>) -> anyhow::Result<BTreeMap<HostName, Arc<Host>>
 #[cfg(test)]
 #[path = "inventory_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "migration_tests.rs"]
+mod migration_tests;

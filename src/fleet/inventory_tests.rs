@@ -100,12 +100,19 @@ fn wrong_field_types_name_host_and_field() {
 
 #[test]
 fn a_toplevel_that_is_not_a_derivation_is_rejected() {
-    let err = error(one_host(json!({ "toplevel": "/nix/store/x" })));
+    let err = error(one_host(json!({ "toplevel": 42 })));
     assert!(
         err.contains("host web-1: field toplevel must be a derivation"),
         "{err}"
     );
-    assert!(err.ends_with("found a string"), "{err}");
+    assert!(err.ends_with("or a store path, found an integer"), "{err}");
+    let err = error(one_host(json!({ "toplevel": "/nix/store/x" })));
+    assert!(
+        err.contains(
+            "must be a derivation or a store path (/nix/store/<hash>-<name>), found the string"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,7 +193,7 @@ fn empty_inventories_are_rejected() {
     assert!(error(nixdeploy(json!({}))).contains("no hosts"));
     let err = error(json!({ "source": "none", "value": ["packages"] }));
     assert!(
-        err.contains("has no nixdeploy, deploy or nixosConfigurations output"),
+        err.contains("has no nixdeploy, deploy, colmenaHive or nixosConfigurations output"),
         "{err}"
     );
 }

@@ -1,10 +1,12 @@
 //! The fleet: host names, the inventory read from a flake, and host selectors.
 
 pub mod cache;
+mod colmena;
 mod deploy_rs;
 pub mod eval;
 pub mod inventory;
 mod name;
+mod profiles;
 mod schema;
 pub mod selector;
 mod suggest;
@@ -13,7 +15,25 @@ mod testing;
 mod value;
 
 pub use cache::BinaryCache;
-pub use inventory::{BuildOn, Builder, Host, Inventory};
+pub use colmena::LOCAL_ONLY;
+pub use inventory::{ActivateDefaults, BuildOn, Builder, Host, Inventory, Profile, ProfileKind};
 pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;
 pub use selector::{Selector, SelectorError};
+
+/// `unknown specialisation 'x' of /nix/store/... (did you mean 'y'?); known specialisations: ...`.
+pub fn unknown_specialisation(name: &str, path: &str, known: Vec<&str>) -> String {
+    suggest::unknown("specialisation", name, known.iter().copied()).replacen(
+        &format!("'{name}'"),
+        &format!("'{name}' of {path}"),
+        1,
+    )
+}
+
+/// `unknown profile 'x' (did you mean 'y'?); known profiles: ...`.
+pub fn unknown_profile<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    suggest::unknown("profile", name, known)
+}
+
+#[cfg(test)]
+mod migration_docs_tests;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::inventory::ActivateDefaults;
 use super::name::{check_name, check_tag};
 use super::value::{as_derivation, describe, problem, Attrs};
-use super::{suggest, BuildOn, Builder, Host, HostName};
+use super::{profiles, suggest, BuildOn, Builder, Host, HostName};
 
 /// The profile a host's system is installed into unless `profile` says otherwise.
 pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
@@ -28,8 +29,16 @@ const HOST_FIELDS: &[&str] = &[
     "profile",
     "keys",
     "cache",
+    "profiles",
+    "profilesOrder",
+    "local",
+    "activate",
+    "substituteOnDestination",
+    "allowApplyAll",
 ];
-const NOT_DEFAULTS: &[&str] = &["targetHost", "toplevel"];
+const NOT_DEFAULTS: &[&str] = &["targetHost", "toplevel", "profiles", "profilesOrder"];
+/// Fields only `defaults` may set: they are about the whole fleet.
+const ONLY_DEFAULTS: &[&str] = &["allowApplyAll"];
 const BUILDER_FIELDS: &[&str] = &[
     "host",
     "systems",
@@ -48,6 +57,24 @@ pub struct Parsed {
     pub hosts: Vec<Host>,
     /// The builders by name.
     pub builders: BTreeMap<String, Builder>,
+    /// `allowApplyAll` (default `true`).
+    pub allow_apply_all: bool,
+    /// What the source asked for that nixdeploy does differently.
+    pub warnings: Vec<String>,
+}
+
+impl Parsed {
+    /// An inventory of just these hosts (deploy-rs, plain nixosConfigurations).
+    pub fn hosts(hosts: Vec<Host>) -> Parsed {
+        Parsed {
+            ssh_config: None,
+            nix_options: Vec::new(),
+            hosts,
+            builders: BTreeMap::new(),
+            allow_apply_all: true,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// The host fields as written, each optional, so defaults can fill the gaps.
@@ -73,6 +100,12 @@ pub struct HostFields {
     pub keys: BTreeMap<String, Value>,
     /// `cache`, the binary cache this host substitutes from.
     pub cache: Option<super::cache::BinaryCache>,
+    /// `local`.
+    pub local: Option<bool>,
+    /// `activate`: rollback and timeout defaults for `activate`.
+    pub activate: ActivateDefaults,
+    /// `substituteOnDestination`.
+    pub substitute: Option<bool>,
 }
 
 impl HostFields {
@@ -112,6 +145,17 @@ impl HostFields {
                 .get("cache")
                 .map(|v| super::cache::BinaryCache::read(attrs.what(), v))
                 .transpose()?,
+            local: attrs.boolean("local")?,
+            activate: match attrs.get("activate") {
+                None => ActivateDefaults::default(),
+                Some(v) => {
+                    let what = format!("{}, field activate", attrs.what());
+                    let a = Attrs::new(&what, v)?;
+                    a.deny_unknown(ACTIVATE_FIELDS)?;
+                    read_activate(&a)?
+                }
+            },
+            substitute: attrs.boolean("substituteOnDestination")?,
         })
     }
 
@@ -131,8 +175,29 @@ impl HostFields {
             profile: self.profile.or_else(|| defaults.profile.clone()),
             keys,
             cache: self.cache.or_else(|| defaults.cache.clone()),
+            local: self.local.or(defaults.local),
+            activate: self.activate.over(&defaults.activate),
+            substitute: self.substitute.or(defaults.substitute),
         }
     }
+}
+
+/// The fields of a native `activate = { ... }` set (also a profile's own).
+pub const ACTIVATE_FIELDS: &[&str] = &[
+    "magicRollback",
+    "autoRollback",
+    "confirmTimeout",
+    "activationTimeout",
+];
+
+/// Reads rollback and timeout settings named as deploy-rs names them.
+pub fn read_activate(attrs: &Attrs) -> anyhow::Result<ActivateDefaults> {
+    Ok(ActivateDefaults {
+        magic_rollback: attrs.boolean("magicRollback")?,
+        auto_rollback: attrs.boolean("autoRollback")?,
+        confirm_timeout: attrs.integer("confirmTimeout", 1, 86_400)?,
+        activation_timeout: attrs.integer("activationTimeout", 1, 86_400)?,
+    })
 }
 
 /// A toplevel derivation: the `.drv`, its output and the system it declares.
@@ -147,8 +212,20 @@ pub struct Toplevel {
 
 /// Reads a `toplevel` value; `missing` is the message for a host that has none.
 pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow::Result<Toplevel> {
+    read_system_field(what, "toplevel", value, missing)
+}
+
+/// Reads a system-like field named `field` (`toplevel`, a profile's `path`): a derivation, or a
+/// prebuilt store path string.
+pub fn read_system_field(
+    what: &str,
+    field: &str,
+    value: Option<&Value>,
+    missing: &str,
+) -> anyhow::Result<Toplevel> {
     match value.filter(|v| !v.is_null()) {
         None => Err(problem(what, missing)),
+        Some(Value::String(path)) => prebuilt(what, field, path),
         Some(v) => match as_derivation(v) {
             Some((drv_path, out_path, system)) => Ok(Toplevel {
                 drv_path,
@@ -158,7 +235,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
             None => Err(problem(
                 what,
                 format_args!(
-                    "field toplevel must be a derivation (such as config.system.build.toplevel), found {}",
+                    "field {field} must be a derivation (such as config.system.build.toplevel) or a store path, found {}",
                     describe(v)
                 ),
             )),
@@ -166,10 +243,38 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
     }
 }
 
+/// A prebuilt system given as a store path string: nothing to build, `copy` sends or
+/// substitutes it.
+fn prebuilt(what: &str, field: &str, path: &str) -> anyhow::Result<Toplevel> {
+    let name = path.strip_prefix("/nix/store/").unwrap_or("");
+    let valid = name.len() > 33
+        && name.as_bytes()[32] == b'-'
+        && !name.contains('/')
+        && name[..32].bytes().all(|b| b.is_ascii_alphanumeric());
+    if !valid {
+        return Err(problem(
+            what,
+            format_args!(
+                "field {field} must be a derivation or a store path (/nix/store/<hash>-<name>), found the string '{path}'"
+            ),
+        ));
+    }
+    Ok(Toplevel {
+        drv_path: String::new(),
+        out_path: path.to_string(),
+        system: None,
+    })
+}
+
 /// Builds a `Host` from merged fields and its toplevel; `build_on` is resolved by the caller.
 pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: BuildOn) -> Host {
+    let target_host = fields.target_host.unwrap_or_else(|| name.to_string());
     Host {
-        target_host: fields.target_host.unwrap_or_else(|| name.to_string()),
+        // A loopback target with a port is an ssh target (a forwarded VM, a test listener).
+        local: fields
+            .local
+            .unwrap_or_else(|| fields.target_port.is_none() && is_this_machine(&target_host)),
+        target_host,
         escalation: crate::transport::Escalation::for_login(fields.target_user.as_deref(), None),
         target_user: fields.target_user,
         target_port: fields.target_port,
@@ -185,8 +290,18 @@ pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: Bu
         ssh_options: fields.ssh_options.unwrap_or_default(),
         keys: fields.keys,
         cache: fields.cache,
+        has_system: true,
+        profiles: Vec::new(),
+        system_position: 0,
+        activate_defaults: fields.activate,
+        substitute: fields.substitute,
         name,
     }
+}
+
+/// Whether an ssh destination names this machine (`localhost`, a loopback address).
+pub fn is_this_machine(destination: &str) -> bool {
+    matches!(destination, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Reads the `nixdeploy` output.
@@ -194,11 +309,13 @@ pub fn read(value: &Value) -> anyhow::Result<Parsed> {
     let top = Attrs::new("nixdeploy", value)?;
     top.deny_unknown(TOP_FIELDS)?;
     let builders = read_builders(&top)?;
+    let mut allow_apply_all = true;
     let defaults = match top.get("defaults") {
         None => HostFields::default(),
         Some(v) => {
             let attrs = Attrs::new("nixdeploy.defaults", v)?;
             attrs.deny_unknown(HOST_FIELDS)?;
+            allow_apply_all = attrs.boolean("allowApplyAll")?.unwrap_or(true);
             if let Some(key) = NOT_DEFAULTS.iter().find(|k| attrs.has(k)) {
                 return Err(attrs.field_problem(
                     key,
@@ -222,13 +339,28 @@ pub fn read(value: &Value) -> anyhow::Result<Parsed> {
             .map_err(|why| problem(&what, format_args!("invalid host name: {why}")))?;
         let attrs = Attrs::new(&what, &hosts_value[name])?;
         attrs.deny_unknown(HOST_FIELDS)?;
+        if let Some(key) = ONLY_DEFAULTS.iter().find(|k| attrs.has(k)) {
+            return Err(attrs.field_problem(
+                key,
+                "is about the whole fleet; set it in nixdeploy.defaults",
+            ));
+        }
         let fields = HostFields::read(&attrs)?.over(&defaults);
         let missing = format!(
             "no toplevel: set nixdeploy.hosts.{name}.toplevel or define nixosConfigurations.{name}"
         );
         let toplevel = read_toplevel(&what, attrs.get("toplevel"), &missing)?;
         let build_on = resolve_build_on(&what, fields.build_on.as_deref(), &builders)?;
-        hosts.push(host(host_name, fields, toplevel, build_on));
+        let extra = match attrs.object("profiles")? {
+            Some(map) => profiles::read_native(&what, map)?,
+            None => Vec::new(),
+        };
+        let order = attrs.strings("profilesOrder")?;
+        let (extra, system_position) = profiles::in_order(&what, extra, true, order.as_deref())?;
+        let mut host = host(host_name, fields, toplevel, build_on);
+        host.profiles = extra;
+        host.system_position = system_position;
+        hosts.push(host);
     }
     let mut nix_options = Vec::new();
     if let Some(v) = top.get("nixOptions") {
@@ -266,6 +398,8 @@ pub fn read(value: &Value) -> anyhow::Result<Parsed> {
         ssh_config: top.string("sshConfig")?,
         hosts,
         builders,
+        allow_apply_all,
+        warnings: Vec::new(),
     })
 }
 

@@ -162,13 +162,19 @@ impl<'a> Attrs<'a> {
 
     /// Rejects fields outside `allowed`, suggesting the closest allowed one.
     pub fn deny_unknown(&self, allowed: &[&str]) -> anyhow::Result<()> {
+        self.deny_unknown_listing(allowed, allowed)
+    }
+
+    /// [`Attrs::deny_unknown`] where errors suggest and list only `shown` (fields nixdeploy
+    /// adds itself are allowed but never suggested).
+    pub fn deny_unknown_listing(&self, allowed: &[&str], shown: &[&str]) -> anyhow::Result<()> {
         for key in self.map.keys() {
             if !allowed.contains(&key.as_str()) {
                 let mut message = format!("unknown field {key}");
-                if let Some(near) = suggest::did_you_mean(key, allowed.iter().copied()) {
+                if let Some(near) = suggest::did_you_mean(key, shown.iter().copied()) {
                     message.push_str(&format!(" (did you mean {near}?)"));
                 }
-                message.push_str(&format!("; known fields: {}", allowed.join(", ")));
+                message.push_str(&format!("; known fields: {}", shown.join(", ")));
                 return Err(problem(self.what, message));
             }
         }

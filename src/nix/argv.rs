@@ -164,6 +164,7 @@ mod tests {
             config: None,
             options: vec![],
             system: "x86_64-linux".into(),
+            local: false,
         });
         assert_eq!(to.0, "ssh-ng://root@h1");
         let argv = nix().copy_to(&to, &["/nix/store/x".into()], true, false);

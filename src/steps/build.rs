@@ -46,10 +46,15 @@ pub async fn build(
             .cloned()
             .unwrap_or_else(|| h.build_on.clone())
     };
-    let (on_target, here): (Vec<_>, Vec<_>) = hosts
-        .iter()
-        .cloned()
-        .partition(|h| place(h) == BuildOn::Target);
+    // Only a system derivation can be built on the target; prebuilt systems, hosts without
+    // one, other profiles and local hosts (the target is this machine) are realised here.
+    let (on_target, here): (Vec<_>, Vec<_>) = hosts.iter().cloned().partition(|h| {
+        place(h) == BuildOn::Target
+            && !h.local
+            && h.has_system
+            && !h.is_prebuilt()
+            && h.profiles.is_empty()
+    });
     let mut results: BTreeMap<String, Result<Outcome<Built>, String>> = BTreeMap::new();
 
     // Hosts being built are about to be copied to: open their connections while Nix builds
@@ -180,11 +185,28 @@ async fn realise_locally(
     };
     let already: Vec<bool> = hosts
         .iter()
-        .map(|h| Path::new(&h.out_path).exists())
+        .map(|h| to_build(h).iter().all(|(_, out)| Path::new(out).exists()))
         .collect();
-    let mut drvs: Vec<String> = hosts.iter().map(|h| h.drv_path.clone()).collect();
+    let mut drvs: Vec<String> = hosts
+        .iter()
+        .flat_map(|h| to_build(h).into_iter().map(|(drv, _)| drv))
+        .collect();
     drvs.sort();
     drvs.dedup();
+    if drvs.is_empty() {
+        return Ok(hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    Ok(Outcome::skipped(
+                        built_of(h, &built_on),
+                        nothing_to_build(h),
+                    )),
+                )
+            })
+            .collect());
+    }
     let (spec, jobs) = match forced {
         Some(name) => {
             let b = ctx
@@ -227,23 +249,50 @@ async fn realise_locally(
     let out = run_local(&argv, &env, &on_line).await?;
     let mut done = BTreeMap::new();
     for (h, was_there) in hosts.iter().zip(already) {
-        let r = if Path::new(&h.out_path).exists() {
-            let built = Built {
-                path: h.out_path.clone(),
-                drv: h.drv_path.clone(),
-                built_on: built_on.clone(),
-            };
-            Ok(if was_there {
-                Outcome::skipped(built, "already built")
-            } else {
-                Outcome::done(built)
-            })
-        } else {
-            Err(build_error(&out.stderr, &h.drv_path).unwrap_or_else(|| out.error_line()))
+        let wanted = to_build(h);
+        let r = match wanted.iter().find(|(_, out)| !Path::new(out).exists()) {
+            None if wanted.is_empty() => Ok(Outcome::skipped(
+                built_of(h, &built_on),
+                nothing_to_build(h),
+            )),
+            None if was_there => Ok(Outcome::skipped(built_of(h, &built_on), "already built")),
+            None => Ok(Outcome::done(built_of(h, &built_on))),
+            Some((drv, _)) => {
+                Err(build_error(&out.stderr, drv).unwrap_or_else(|| out.error_line()))
+            }
         };
         done.insert(h.name.to_string(), r);
     }
     Ok(done)
+}
+
+/// The `(drv, out)` pairs a host needs built here: its system unless it is prebuilt (or it has
+/// none), and every other profile that is not a prebuilt store path.
+fn to_build(h: &Host) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    if h.has_system && !h.is_prebuilt() {
+        pairs.push((h.drv_path.clone(), h.out_path.clone()));
+    }
+    for p in h.profiles.iter().filter(|p| !p.drv_path.is_empty()) {
+        pairs.push((p.drv_path.clone(), p.out_path.clone()));
+    }
+    pairs
+}
+
+fn built_of(h: &Host, built_on: &str) -> Built {
+    Built {
+        path: h.out_path.clone(),
+        drv: h.drv_path.clone(),
+        built_on: built_on.to_string(),
+    }
+}
+
+fn nothing_to_build(h: &Host) -> &'static str {
+    if h.has_system {
+        "prebuilt store path: nothing to build"
+    } else {
+        "no system profile and nothing else to build"
+    }
 }
 
 /// The line of Nix's output about this derivation failing, if there is one.

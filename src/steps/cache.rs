@@ -284,7 +284,9 @@ async fn fetch_one(
                     host.name, cache.url
                 ),
             );
-            let direct = send_direct(ctx, host, &conn, path, opts.substitute).await?;
+            let substitute = opts.substitute.or(host.substitute).unwrap_or(true);
+            let direct =
+                send_direct(ctx, host, &conn, path, &[path.to_string()], substitute).await?;
             let n = direct.value.paths.len();
             Ok(Outcome {
                 value: Copied {

@@ -13,27 +13,20 @@ use crate::report::Event;
 use crate::transport::{Connection, Stream};
 
 /// Options of `copy`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
-    /// Let the target fetch paths from its own binary caches (on by default).
-    pub substitute: bool,
+    /// Let the target fetch paths from its own binary caches; `None` follows the host's
+    /// `substituteOnDestination`, and yes when that is unset.
+    pub substitute: Option<bool>,
     /// How closures travel: straight to each host, or once through the binary cache.
     pub via: Via,
 }
 
-impl Default for CopyOptions {
-    fn default() -> Self {
-        CopyOptions {
-            substitute: true,
-            via: Via::Direct,
-        }
-    }
-}
-
 /// How `copy` moves closures (`via` option).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Via {
     /// `nix copy` to each host over its own connection.
+    #[default]
     Direct,
     /// Push once to the inventory's `cache`; each host substitutes from it.
     Cache,
@@ -96,12 +89,15 @@ async fn copy_one(
     // A real run only asks whether the host runs the system (or its profile points at it) —
     // the redeploy case; otherwise `nix copy` works out the missing paths itself and sends
     // nothing when there are none. The dry run lists exactly which paths would go.
+    let wanted = wanted_paths(host, path);
     let missing = if ctx.options.dry_run {
-        missing_paths(&conn, path).await?
-    } else if has_system(&conn, path, &host.profile).await? {
-        Vec::new()
+        let mut all = Vec::new();
+        for (p, _) in &wanted {
+            all.extend(missing_paths(&conn, p).await?);
+        }
+        all
     } else {
-        vec![path.to_string()]
+        absent(&conn, &wanted).await?
     };
     let copied = Copied {
         path: path.to_string(),
@@ -116,15 +112,45 @@ async fn copy_one(
         return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
     }
     crate::activation::lock(ctx, host).await?;
-    send_direct(ctx, host, &conn, path, opts.substitute).await
+    let substitute = opts.substitute.or(host.substitute).unwrap_or(true);
+    // A prebuilt store path this machine does not have: the host substitutes it itself.
+    let (here, elsewhere): (Vec<String>, Vec<String>) = missing
+        .iter()
+        .cloned()
+        .partition(|p| std::path::Path::new(p).exists());
+    for p in &elsewhere {
+        let out = conn
+            .run(&host.escalation.root(&realise_command(p)), None)
+            .await?;
+        if !out.success() {
+            bail!(
+                "{p} is not in this machine's store and {} cannot substitute it: {}; build or fetch it here first (nix-store --realise {p})",
+                host.name,
+                out.last_error_line()
+            );
+        }
+    }
+    if host.local {
+        // This machine's store is the host's: what is built here is already there.
+        return Ok(Outcome::skipped(
+            copied,
+            "local host: already in this machine's store",
+        ));
+    }
+    if here.is_empty() {
+        return Ok(Outcome::done(copied).with_message("substituted on the host"));
+    }
+    send_direct(ctx, host, &conn, path, &here, substitute).await
 }
 
-/// `nix copy` of `path` to the host over its open connection; what Nix really sent.
+/// `nix copy` of `paths` (for the system `path`) to the host over its open connection; what
+/// Nix really sent.
 pub(super) async fn send_direct(
     ctx: &Context,
     host: &Host,
     conn: &Connection,
     path: &str,
+    paths: &[String],
     substitute: bool,
 ) -> anyhow::Result<Outcome<Copied>> {
     let target = conn.target();
@@ -132,12 +158,9 @@ pub(super) async fn send_direct(
         path: path.to_string(),
         ..Copied::default()
     };
-    let argv = ctx.nix.copy_to(
-        &StoreUri::of(target),
-        &[path.to_string()],
-        substitute,
-        false,
-    );
+    let argv = ctx
+        .nix
+        .copy_to(&StoreUri::of(target), paths, substitute, false);
     let env = conn.nix_env()?;
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
@@ -180,24 +203,72 @@ pub(super) async fn send_direct(
 }
 
 /// Does the host run `path`, or does its profile point at it? Either is a live GC root, so
-/// its closure is on the host; two `readlink`s answer without starting Nix there.
+/// its closure is on the host.
 pub(super) async fn has_system(
     conn: &Connection,
     path: &str,
     profile: &str,
 ) -> anyhow::Result<bool> {
-    Ok(conn
-        .run(&has_system_command(path, profile), None)
+    Ok(absent(conn, &[(path.to_string(), profile.to_string())])
         .await?
-        .success())
+        .is_empty())
 }
 
-fn has_system_command(path: &str, profile: &str) -> String {
+/// The store paths a host should have, each with the profile that points at it when deployed:
+/// the system (unless the host has none) and every other profile.
+fn wanted_paths(host: &Host, path: &str) -> Vec<(String, String)> {
+    let mut wanted = Vec::new();
+    if host.has_system && !path.is_empty() {
+        wanted.push((path.to_string(), host.profile.clone()));
+    }
+    for p in &host.profiles {
+        wanted.push((p.out_path.clone(), p.profile_path.clone()));
+    }
+    wanted
+}
+
+/// The paths of `wanted` the host neither runs nor has a profile pointing at. Either is a live
+/// GC root, so its closure is on the host; `readlink`s answer without starting Nix there.
+async fn absent(conn: &Connection, wanted: &[(String, String)]) -> anyhow::Result<Vec<String>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = conn.run(&absent_command(wanted), None).await?;
+    if !out.success() {
+        bail!(
+            "cannot read the profiles of {}: {}",
+            conn.target().host,
+            out.last_error_line()
+        );
+    }
+    Ok(out
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn absent_command(wanted: &[(String, String)]) -> String {
+    let checks: Vec<String> = wanted
+        .iter()
+        .map(|(path, profile)| {
+            format!(
+                "p={p}; [ \"$(readlink -f /run/current-system 2>/dev/null)\" = \"$p\" ] || \
+                 [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ] || echo \"$p\"",
+                p = crate::transport::quote(path),
+                profile = crate::transport::quote(profile),
+            )
+        })
+        .collect();
+    checks.join("; ") + "; true"
+}
+
+/// Has the host fetch a store path from its own substituters.
+fn realise_command(path: &str) -> String {
     format!(
-        "p={p}; [ \"$(readlink -f /run/current-system 2>/dev/null)\" = \"$p\" ] || \
-         [ \"$(readlink -f {profile} 2>/dev/null)\" = \"$p\" ]",
-        p = crate::transport::quote(path),
-        profile = crate::transport::quote(profile),
+        "nix-store --realise {} >/dev/null",
+        crate::transport::quote(path)
     )
 }
 
@@ -246,8 +317,18 @@ mod tests {
 
     #[test]
     fn the_presence_check_is_valid_shell_with_quoted_paths() {
-        let c = has_system_command("/nix/store/abc-x y", "/nix/var/nix/profiles/system");
+        let c = absent_command(&[
+            (
+                "/nix/store/abc-x y".into(),
+                "/nix/var/nix/profiles/system".into(),
+            ),
+            (
+                "/nix/store/def-app".into(),
+                "/nix/var/nix/profiles/app".into(),
+            ),
+        ]);
         assert!(c.starts_with("p='/nix/store/abc-x y';"));
         crate::transport::assert_valid_shell(&c);
+        crate::transport::assert_valid_shell(&realise_command("/nix/store/a b"));
     }
 }

@@ -6,10 +6,18 @@ mod cache;
 mod copy;
 pub mod diff;
 mod exec;
+mod profiles;
+mod reboot;
+mod specialisation;
 
 pub use build::{build, BuildOptions, Built};
 pub use copy::{copy, missing_paths, Copied, CopyOptions, Via};
 pub use exec::{exec, ExecOptions, Executed};
+pub use profiles::{
+    activate_profiles, PickProfiles, ProfileActivated, ProfileOptions, ProfileState,
+};
+pub use reboot::{reboot, Rebooted};
+pub use specialisation::specialisation;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -39,6 +39,8 @@ pub struct Target {
     pub options: Vec<String>,
     /// The host's Nix system (`x86_64-linux`), which tells what its CPU can do.
     pub system: String,
+    /// The host is this machine, reached without ssh (`local = true`).
+    pub local: bool,
 }
 
 impl Target {
@@ -52,6 +54,7 @@ impl Target {
             config: inventory.ssh_config.clone(),
             options: host.ssh_options.clone(),
             system: host.system.clone(),
+            local: host.local,
         }
     }
 
@@ -162,6 +165,9 @@ impl Target {
 
     /// Runs `remote` over a brand-new connection, with a deadline.
     pub async fn run_fresh(&self, remote: &str, timeout: Duration) -> anyhow::Result<Output> {
+        if self.local {
+            return super::local::run_fresh(remote, timeout).await;
+        }
         let secs = timeout.as_secs().clamp(1, 30) as u32;
         let argv = self.fresh_argv(remote, secs, &Tuning::of(self).await);
         let mut cmd = tokio::process::Command::new(&argv[0]);
@@ -231,7 +237,8 @@ impl Output {
 /// An open, multiplexed ssh connection to one host, reused by every step (Nix's copies included).
 pub struct Connection {
     target: Target,
-    session: Arc<openssh::Session>,
+    /// The multiplexed session; `None` for a local host, whose commands run here.
+    session: Option<Arc<openssh::Session>>,
     control: PathBuf,
 }
 
@@ -265,15 +272,15 @@ impl Connection {
     /// host and back; a dead or stale one is ended and `None` returned.
     pub async fn resume(target: Target, control_dir: &Path) -> Option<Connection> {
         let control = Connection::control_path(&target, control_dir);
-        if !control.exists() {
+        if target.local || !control.exists() {
             return None;
         }
         let log = control.with_extension("log");
         let conn = Connection {
-            session: Arc::new(openssh::Session::resume_mux(
+            session: Some(Arc::new(openssh::Session::resume_mux(
                 control.clone().into_boxed_path(),
                 Some(log.into_boxed_path()),
-            )),
+            ))),
             target,
             control,
         };
@@ -294,6 +301,14 @@ impl Connection {
         persist: Option<Duration>,
     ) -> anyhow::Result<Connection> {
         let control = Connection::control_path(&target, control_dir);
+        if target.local {
+            // Nothing to open: a local host's commands run here.
+            return Ok(Connection {
+                target,
+                session: None,
+                control,
+            });
+        }
         let log = control.with_extension("log");
         let _ = std::fs::remove_file(&control);
         let argv = target.master_argv(&control, &log, &Tuning::of(&target).await, persist);
@@ -334,7 +349,7 @@ impl Connection {
         );
         Ok(Connection {
             target,
-            session: Arc::new(session),
+            session: Some(Arc::new(session)),
             control,
         })
     }
@@ -383,7 +398,10 @@ impl Connection {
         limit: usize,
         on_line: &(dyn Fn(Stream, &str) + Send + Sync),
     ) -> anyhow::Result<Output> {
-        let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
+        let Some(session) = &self.session else {
+            return super::local::run_capped(command, stdin, limit, on_line).await;
+        };
+        let mut cmd = openssh::Session::to_raw_command(session.clone(), command);
         cmd.stdin(if stdin.is_some() {
             openssh::Stdio::piped()
         } else {
@@ -422,26 +440,33 @@ impl Connection {
     }
 
     /// Spawns a long-lived remote command whose stdin stays open (locks, heartbeats).
-    pub async fn spawn_held(
-        &self,
-        command: &str,
-    ) -> anyhow::Result<openssh::Child<Arc<openssh::Session>>> {
-        let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
+    pub async fn spawn_held(&self, command: &str) -> anyhow::Result<super::local::Held> {
+        let Some(session) = &self.session else {
+            return super::local::Held::local(command);
+        };
+        let mut cmd = openssh::Session::to_raw_command(session.clone(), command);
         cmd.stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
         cmd.spawn()
             .await
+            .map(super::local::Held::ssh)
             .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))
     }
 
-    /// Is the master still alive and the host answering?
+    /// Is the master still alive and the host answering? (A local host always is.)
     pub async fn check(&self) -> bool {
-        self.session.check().await.is_ok()
+        match &self.session {
+            Some(session) => session.check().await.is_ok(),
+            None => true,
+        }
     }
 
     /// Asks the master to exit.
     pub async fn close(&self) {
+        if self.session.is_none() {
+            return;
+        }
         let mut argv = vec![
             "-S".to_string(),
             self.control.display().to_string(),
@@ -531,6 +556,7 @@ mod tests {
             config: Some("/tmp/cfg".into()),
             options: vec!["-o".into(), "Compression=yes".into()],
             system: "x86_64-linux".into(),
+            local: false,
         }
     }
 

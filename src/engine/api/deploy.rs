@@ -4,6 +4,8 @@ use rhai::plugin::*;
 
 use super::{targets, Report};
 
+pub(crate) use super::activate_flow::{activate_all, reboot_after, Given, Which, REBOOT_TIMEOUT};
+
 /// Building, copying and activating systems.
 #[export_module]
 pub mod api {
@@ -103,11 +105,14 @@ pub mod api {
         copy_with(ctx, built, rhai::Map::new())
     }
 
-    /// `copy` with options: `substitute` (default `true`) lets hosts fetch paths from their own
-    /// binary caches; `via` (`"direct"`, the default, or `"cache"`): with `"cache"` the union of
-    /// the hosts' closures is signed and pushed once to the inventory's `cache` (only what it
-    /// lacks) and each host substitutes its closure from there; a host that cannot reach the
-    /// cache is copied to directly, and its entry says so (`fallback`).
+    /// `copy` with options: `substitute` lets hosts fetch paths from their own binary caches
+    /// (default: the host's `substituteOnDestination` — colmena's, or `false` for a deploy-rs
+    /// `fastConnection` — else `true`). Every profile of the host is copied, not only the
+    /// system; a prebuilt store path this machine lacks is substituted by the host itself.
+    /// `via` (`"direct"`, the default, or `"cache"`): with `"cache"` the union of the hosts'
+    /// closures is signed and pushed once to the inventory's `cache` (only what it lacks) and
+    /// each host substitutes its closure from there; a host that cannot reach the cache is
+    /// copied to directly, and its entry says so (`fallback`).
     ///
     /// ```rhai
     /// copy(b, #{ substitute: false });
@@ -121,7 +126,7 @@ pub mod api {
     ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("copy", options);
-        let substitute = opts.bool("substitute")?.unwrap_or(true);
+        let substitute = opts.bool("substitute")?;
         let via = match opts.string("via")? {
             Some(v) => steps::Via::parse(&v).map_err(|e| format!("copy: {e}"))?,
             None => steps::Via::Direct,
@@ -153,21 +158,37 @@ pub mod api {
         activate_with(ctx, built, rhai::Map::new())
     }
 
-    /// Activates each host's new system. Options: `mode` (`"switch"`, `"boot"`, `"test"`,
-    /// `"dry-activate"`), `magic_rollback` (default `true`: the host rolls itself back unless
-    /// confirmed over a brand-new connection), `confirm_timeout` (30 s), `activation_timeout`
-    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`),
-    /// `settle` (2 s: how long a host must keep answering brand-new connections after its
-    /// activation before it is confirmed; `0` confirms at once), `on_refusal` (`"fail"`, or
-    /// `"boot"`: when NixOS refuses a live switch because of switch inhibitors, make the new
-    /// system the boot default instead; it runs after the next reboot).
+    /// Activates each host's new system and its other profiles, in the host's deploy order
+    /// (`profilesOrder`). Options: `mode` (`"switch"`, `"boot"`, `"test"`, `"dry-activate"`),
+    /// `magic_rollback` (default `true`: the host rolls itself back unless confirmed over a
+    /// brand-new connection), `auto_rollback` (default `true`: a profile whose activation fails
+    /// goes back to what it pointed at), `confirm_timeout` (30 s), `activation_timeout`
+    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`;
+    /// the system only), `settle` (2 s: how long a host must keep answering brand-new
+    /// connections after its activation before it is confirmed; `0` confirms at once),
+    /// `on_refusal` (`"fail"`, or `"boot"`: when NixOS refuses a live switch because of switch
+    /// inhibitors, make the new system the boot default instead; it runs after the next
+    /// reboot), `profile` (`"all"`, the default; `"system"`; or one profile's name).
     /// With magic rollback, `switch` activates with `test` first and sets the profile and the
     /// boot default only once confirmed, so a host that reboots before that comes back on its
-    /// previous system. A host already running the system is left alone (no new generation).
+    /// previous system.
+    /// Profiles other than the system are activated in mode `"switch"` only; other modes
+    /// touch the system alone. `specialisation: "name"` activates the system's
+    /// `specialisation/<name>` instead (its own toplevel, which the profile then points at);
+    /// a host whose system has no such specialisation fails before anything is switched.
+    /// `reboot: true` then reboots every host that activated, as `reboot` does (usually with
+    /// `mode: "boot"`): the entry carries `rebooted`.
+    /// Options the runbook leaves out come from the inventory (deploy-rs's `magicRollback`,
+    /// `confirmTimeout`, ..., or a host's `activate` set), per host and per profile.
+    /// A host already running the system, or a profile already pointing at its path, is left
+    /// alone (no new generation).
     ///
     /// ```rhai
     /// let r = activate(b, #{ mode: "switch", confirm_timeout: 60 });
     /// if !r.ok { print(r.failed); }
+    /// activate(b, #{ profile: "myapp" });     // just that profile, on every host that has it
+    /// activate(b, #{ specialisation: "rescue" });
+    /// activate(b, #{ mode: "boot", reboot: true });   // new kernel: boot into it, check it runs
     /// ```
     #[rhai_fn(name = "activate", return_raw)]
     pub fn activate_with(
@@ -178,17 +199,22 @@ pub mod api {
         let api = api(&ctx)?;
         let mut opts = Options::new("activate", options);
         let mut o = ActivateOptions::default();
+        let mut given = super::Given::default();
         if let Some(mode) = opts.string("mode")? {
             o.mode = Mode::parse(&mode).map_err(|e| format!("activate: {e}"))?;
         }
         if let Some(m) = opts.bool("magic_rollback")? {
             o.magic_rollback = m;
+            given.magic_rollback = Some(m);
         }
+        given.auto_rollback = opts.bool("auto_rollback")?;
         if let Some(t) = opts.seconds("confirm_timeout")? {
             o.confirm_timeout = t;
+            given.confirm_timeout = Some(t);
         }
         if let Some(t) = opts.seconds("activation_timeout")? {
             o.activation_timeout = t;
+            given.activation_timeout = Some(t);
         }
         if let Some(t) = opts.seconds("settle")? {
             o.settle = t;
@@ -207,17 +233,102 @@ pub mod api {
                 }
             };
         }
+        let mut which = super::Which::parse(opts.string("profile")?)?;
+        let specialisation = opts.string("specialisation")?;
+        let reboot = opts.bool("reboot")?.unwrap_or(false);
         opts.finish()?;
-        let items = with_paths(&targets(&api.ctx, &built)?);
-        let results = api
+        if specialisation.is_some() && matches!(which, super::Which::Named(_)) {
+            return fail("activate: `specialisation` is about the system; it cannot be combined with `profile` naming another profile");
+        }
+        if o.mode != Mode::Switch {
+            // Other profiles have one activation, a switch; boot/test/dry-activate are the
+            // system's alone.
+            match &which {
+                super::Which::Named(name) => {
+                    return fail(format!(
+                        "activate: profile `{name}` can only be activated in mode \"switch\", not \"{}\"",
+                        o.mode.as_str()
+                    ))
+                }
+                _ => which = super::Which::System,
+            }
+        }
+        let mut items = with_paths(&targets(&api.ctx, &built)?);
+        which.check(&items)?;
+        // A specialisation is resolved on every host before anything is switched.
+        let mut unknown = Vec::new();
+        if let Some(name) = &specialisation {
+            let resolved = api
+                .ctx
+                .runtime
+                .block_on(steps::specialisation(&api.ctx, items, name));
+            items = Vec::new();
+            for (host, r) in resolved {
+                match r {
+                    Ok(o) => items.push((host, o.value)),
+                    Err(e) => unknown.push((host, Err(e))),
+                }
+            }
+        }
+        let mut results = api
             .ctx
             .runtime
-            .block_on(activation::activate(&api.ctx, items, o));
+            .block_on(super::activate_all(&api.ctx, items, o, given, which));
+        results.extend(unknown);
+        if reboot {
+            results = api.ctx.runtime.block_on(super::reboot_after(
+                &api.ctx,
+                results,
+                super::REBOOT_TIMEOUT,
+            ));
+        }
         Ok(record(
             &api,
             Report::from_results("activate", call_site(&ctx), results, |a| {
-                Some(a.path.clone())
+                Some(a.system.path.clone()).filter(|p| !p.is_empty())
             }),
+        ))
+    }
+
+    /// Reboots the hosts: starts each reboot detached, drops the pooled connection, waits until
+    /// the host answers with a new boot id (up to 300 s), and checks that it runs the system its
+    /// profile points at. Entries carry `path`, `boot_id_before`, `boot_id`, `seconds`. The
+    /// machine nixdeploy runs on (a local host) is never rebooted.
+    ///
+    /// ```rhai
+    /// reboot(hosts("@db"));
+    /// ```
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        reboot_with(ctx, hosts, rhai::Map::new())
+    }
+
+    /// `reboot` with options: `timeout` (seconds, default 300) for each host to come back.
+    ///
+    /// ```rhai
+    /// reboot(activate(c, #{ mode: "boot" }), #{ timeout: 600 });
+    /// ```
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot_with(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let mut opts = Options::new("reboot", options);
+        let timeout = opts.seconds("timeout")?.unwrap_or(super::REBOOT_TIMEOUT);
+        opts.finish()?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let results = api
+            .ctx
+            .runtime
+            .block_on(steps::reboot(&api.ctx, &hosts, timeout));
+        Ok(record(
+            &api,
+            Report::from_results("reboot", call_site(&ctx), results, |r| Some(r.path.clone())),
         ))
     }
 

@@ -40,7 +40,13 @@
           "$bb" head -c "$bytes" /dev/urandom > "$out"
         '' { bytes = toString ((h.uniqueKiB or 0) * 1024); };
 
+      # A host's toplevel, with `specialisation/<s>` links to one more toplevel per entry of
+      # its `specialisations` (fleet.json), as NixOS builds them.
       toplevel = name: h:
+        systemOf name h
+          (builtins.mapAttrs (s: _: systemOf "${name}-${s}" h { }) (h.specialisations or { }));
+
+      systemOf = name: h: specialisations:
         let
           system = h.system or "x86_64-linux";
           rev = toString (h.rev or 1);
@@ -65,6 +71,10 @@
           printf '%s\n' "$nixosVersion" > "$out/nixos-version"
           printf '%s\n' "$system" > "$out/system"
           printf '#!%s sh\necho "nixdeploy sandbox: init of %s"\n' "$bb" "$hostName" > "$out/init"
+          for link in $specialisations; do
+            "$bb" mkdir -p "$out/specialisation"
+            "$bb" ln -s "''${link#*=}" "$out/specialisation/''${link%%=*}"
+          done
           if [ "$behavior" != unhealthy ]; then
             echo ok > "$out/www/health"
           fi
@@ -87,6 +97,8 @@
           hostData = hostData name h system;
           nixosVersion = "sandbox-${rev}";
           switchBody = builtins.readFile ./switch-to-configuration.sh;
+          specialisations = builtins.concatStringsSep " "
+            (builtins.attrValues (builtins.mapAttrs (s: d: "${s}=${d}") specialisations));
         };
     in
     {
