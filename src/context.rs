@@ -83,6 +83,8 @@ pub struct RunOptions {
     pub force_unlock: bool,
     /// Standard input is a terminal (gates can ask).
     pub interactive: bool,
+    /// `--sign-with FILE`: the secret key that signs copied closures, for every host.
+    pub sign_with: Option<std::path::PathBuf>,
 }
 
 /// Everything a run shares.

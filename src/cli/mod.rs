@@ -84,6 +84,14 @@ struct RunArgs {
     /// Break deploy locks held by other runs (loudly).
     #[arg(long)]
     force_unlock: bool,
+    /// Ask once, on the terminal, for the sudo password of the hosts' logins (before any host
+    /// is touched); it is fed to `sudo -S` over stdin for every command that needs root.
+    #[arg(long)]
+    ask_sudo_password: bool,
+    /// Sign what `copy` sends with this secret key file (`nix key generate-secret`), for
+    /// logins the hosts' Nix does not trust; overrides `signingKey` in the inventory.
+    #[arg(long, value_name = "FILE")]
+    sign_with: Option<PathBuf>,
     /// Print help (with the runbook's own parameters when a runbook is given).
     #[arg(long, short = 'h')]
     help: bool,
@@ -226,6 +234,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             dry_run: a.dry_run,
             yes: a.yes,
             force_unlock: a.force_unlock,
+            ask_sudo_password: a.ask_sudo_password,
+            sign_with: a.sign_with,
             help: a.help,
         }),
         Command::Repl(a) => commands::repl::run(commands::repl::Options {

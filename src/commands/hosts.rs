@@ -123,6 +123,7 @@ mod tests {
             target_host: addr.to_string(),
             target_user: user.map(str::to_string),
             escalation: Default::default(),
+            signing_key: None,
             target_port: port,
             tags: vec!["web".to_string()],
             system: "x86_64-linux".to_string(),

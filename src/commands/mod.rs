@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes plain options (never clap types) and returns an exit code.
 
+pub mod askpass;
 pub mod check;
 pub mod doc;
 pub mod hosts;

@@ -36,12 +36,16 @@ pub struct Options {
     pub yes: bool,
     /// `--force-unlock`.
     pub force_unlock: bool,
+    /// `--ask-sudo-password`.
+    pub ask_sudo_password: bool,
+    /// `--sign-with FILE`.
+    pub sign_with: Option<PathBuf>,
     /// `--help`.
     pub help: bool,
 }
 
 const USAGE: &str = "Usage: nixdeploy run RUNBOOK [--flake REF] [--on SELECTOR] [--parallel N] [--set KEY=VALUE]... \
-[--json] [--dry-run] [--yes] [--force-unlock] [--lib DIR]...";
+[--json] [--dry-run] [--yes] [--force-unlock] [--ask-sudo-password] [--sign-with FILE] [--lib DIR]...";
 
 /// Splits `--set key=value` flags (values are typed later, against the runbook's declarations).
 pub fn parse_set(set: &[String]) -> Result<Vec<(String, String)>, Failure> {
@@ -170,6 +174,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         yes: opts.yes,
         force_unlock: opts.force_unlock,
         interactive: std::io::stdin().is_terminal(),
+        sign_with: opts.sign_with.clone(),
     };
     let ctx = make_context(
         &runtime,
@@ -182,6 +187,11 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     // Inventory keys are uploaded mid-runbook; a bad spec must stop the run before it touches
     // any host, not after `copy` has already changed their stores.
     crate::keys::check_hosts(&ctx.allowed).map_err(Failure::input)?;
+    crate::steps::check_signing_keys(&ctx)?;
+    if opts.ask_sudo_password {
+        // Asked once, before any host is touched; every host's sudo gets it over stdin.
+        ctx.pool.set_sudo_password(crate::commands::askpass::ask()?);
+    }
     watch_interrupts(&runtime, &ctx);
     ctx.reporter.emit(Event::RunStarted {
         runbook: source.clone(),

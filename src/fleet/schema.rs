@@ -27,6 +27,8 @@ const HOST_FIELDS: &[&str] = &[
     "sshOptions",
     "profile",
     "keys",
+    "privilegeEscalation",
+    "signingKey",
 ];
 const NOT_DEFAULTS: &[&str] = &["targetHost", "toplevel"];
 const BUILDER_FIELDS: &[&str] = &[
@@ -70,6 +72,10 @@ pub struct HostFields {
     pub profile: Option<String>,
     /// `keys`, merged by key name with the defaults.
     pub keys: BTreeMap<String, Value>,
+    /// `privilegeEscalation`: the argv that runs a command as root; `[ ]` for none.
+    pub privilege_escalation: Option<Vec<String>>,
+    /// `signingKey`: a secret key file on the deployer that signs what is copied.
+    pub signing_key: Option<String>,
 }
 
 impl HostFields {
@@ -90,7 +96,27 @@ impl HostFields {
         if target_host.as_deref() == Some("") {
             return Err(attrs.field_problem("targetHost", "must not be empty"));
         }
+        let privilege_escalation = attrs.strings("privilegeEscalation")?;
+        if let Some(argv) = &privilege_escalation {
+            if argv.iter().any(|a| a.is_empty()) {
+                return Err(attrs.field_problem(
+                    "privilegeEscalation",
+                    "must not contain empty strings; write the tool and its options, e.g. [ \"sudo\" \"-H\" \"--\" ], or [ ] for none",
+                ));
+            }
+        }
+        let signing_key = attrs.string("signingKey")?;
+        if let Some(k) = signing_key.as_deref().filter(|k| !k.starts_with('/')) {
+            return Err(attrs.field_problem(
+                "signingKey",
+                format_args!(
+                    "must be the absolute path of a secret key file on the deploying machine (made with `nix key generate-secret`), found '{k}'"
+                ),
+            ));
+        }
         Ok(HostFields {
+            privilege_escalation,
+            signing_key,
             target_host,
             target_user: attrs.string("targetUser")?,
             target_port: attrs
@@ -123,6 +149,10 @@ impl HostFields {
             ssh_options: self.ssh_options.or_else(|| defaults.ssh_options.clone()),
             profile: self.profile.or_else(|| defaults.profile.clone()),
             keys,
+            privilege_escalation: self
+                .privilege_escalation
+                .or_else(|| defaults.privilege_escalation.clone()),
+            signing_key: self.signing_key.or_else(|| defaults.signing_key.clone()),
         }
     }
 }
@@ -162,7 +192,11 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
 pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: BuildOn) -> Host {
     Host {
         target_host: fields.target_host.unwrap_or_else(|| name.to_string()),
-        escalation: crate::transport::Escalation::for_login(fields.target_user.as_deref(), None),
+        escalation: crate::transport::Escalation::for_login(
+            fields.target_user.as_deref(),
+            fields.privilege_escalation,
+        ),
+        signing_key: fields.signing_key.map(PathBuf::from),
         target_user: fields.target_user,
         target_port: fields.target_port,
         tags: fields.tags.unwrap_or_default(),

@@ -86,6 +86,20 @@ impl Nix {
         argv
     }
 
+    /// `nix store sign --key-file KEY --recursive PATH`: signs a closure in the local store, so a
+    /// target that trusts the key's public half accepts it from a login it does not trust.
+    pub fn sign(&self, key: &std::path::Path, path: &str) -> Vec<String> {
+        let mut argv = self.base("store");
+        argv.insert(4, "sign".into());
+        argv.extend([
+            "--key-file".into(),
+            key.display().to_string(),
+            "--recursive".into(),
+            path.to_string(),
+        ]);
+        argv
+    }
+
     /// `nix path-info --json --recursive PATH` on the local store (closure with sizes).
     pub fn path_info(&self, path: &str) -> Vec<String> {
         let mut argv = self.base("path-info");
@@ -164,12 +178,25 @@ mod tests {
             config: None,
             options: vec![],
             system: "x86_64-linux".into(),
+            escalation: Default::default(),
         });
         assert_eq!(to.0, "ssh-ng://root@h1");
         let argv = nix().copy_to(&to, &["/nix/store/x".into()], true, false);
         assert!(argv.contains(&"--no-check-sigs".to_string()));
         assert!(argv.contains(&"--substitute-on-destination".to_string()));
         assert!(!argv.contains(&"--derivation".to_string()));
+        let argv = nix().sign(std::path::Path::new("/k.sec"), "/nix/store/x");
+        assert_eq!(
+            argv[3..],
+            [
+                "store",
+                "sign",
+                "--key-file",
+                "/k.sec",
+                "--recursive",
+                "/nix/store/x"
+            ]
+        );
         let argv = nix().copy_to(&to, &["/nix/store/x.drv".into()], false, true);
         assert!(!argv.contains(&"--substitute-on-destination".to_string()));
         assert!(argv.contains(&"--derivation".to_string()));

@@ -1,6 +1,7 @@
 //! `copy`: send each host's closure over its already open connection — only the paths it lacks,
 //! and nothing at all when it already has the system.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -79,6 +80,10 @@ async fn copy_one(
         return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
     }
     crate::activation::lock(ctx, host).await?;
+    let signing_key = signing_key(ctx, host);
+    if let Some(key) = &signing_key {
+        sign(ctx, key, path).await?;
+    }
     let argv = ctx.nix.copy_to(
         &StoreUri::of(&target),
         &[path.to_string()],
@@ -98,6 +103,9 @@ async fn copy_one(
     };
     let out = run_local(&argv, &env, &on_line).await?;
     if !out.success() {
+        if refused_for_signatures(&out.stderr) {
+            bail!("{}", untrusted_message(host, signing_key.as_deref()));
+        }
         bail!("nix copy to {} failed: {}", host.name, out.error_line());
     }
     // What Nix really sent, from its own log.
@@ -124,6 +132,79 @@ async fn copy_one(
         ..copied
     })
     .with_message(format!("{n} path(s)")))
+}
+
+/// The key that signs what is copied to `host`: `--sign-with`, else the host's `signingKey`.
+fn signing_key(ctx: &Context, host: &Host) -> Option<PathBuf> {
+    ctx.options
+        .sign_with
+        .clone()
+        .or_else(|| host.signing_key.clone())
+}
+
+/// Every signing key the run may use exists and is readable: checked before any host is
+/// touched, so a typo does not fail hosts after their closures were half copied.
+pub fn check_signing_keys(ctx: &Context) -> anyhow::Result<()> {
+    for host in &ctx.allowed {
+        let Some(key) = signing_key(ctx, host) else {
+            continue;
+        };
+        let origin = if ctx.options.sign_with.is_some() {
+            "--sign-with".to_string()
+        } else {
+            format!("signingKey of host {}", host.name)
+        };
+        if let Err(e) = std::fs::File::open(&key) {
+            return Err(crate::exit::Failure::input(format!(
+                "{origin}: cannot read the secret key {} ({e}); make one with \
+                 `nix key generate-secret --key-name NAME > FILE` (see docs/non-root.md)",
+                key.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Signs the closure of `path` in the local store with `key` (Nix adds each signature once).
+async fn sign(ctx: &Context, key: &Path, path: &str) -> anyhow::Result<()> {
+    let out = run_local(&ctx.nix.sign(key, path), &[], &|_, _| {}).await?;
+    if !out.success() {
+        bail!(
+            "cannot sign {path} with {}: {}",
+            key.display(),
+            out.error_line()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the target refused paths for want of a signature it trusts.
+fn refused_for_signatures(stderr: &str) -> bool {
+    stderr.contains("lacks a signature by a trusted key")
+        || stderr.contains("lacks a valid signature")
+}
+
+/// What to configure when a host refuses unsigned (or wrongly signed) paths.
+fn untrusted_message(host: &Host, key: Option<&Path>) -> String {
+    let login = host.target_user.as_deref().unwrap_or("the login");
+    match key {
+        None => format!(
+            "host {name} refused the copied paths: its Nix does not trust {login} (not in \
+             trusted-users) and the paths carry no signature it trusts; either set signingKey = \
+             \"/path/to/secret-key\" in nixdeploy.defaults (or pass --sign-with FILE) and add its \
+             public key to nix.settings.trusted-public-keys on {name}, or add {login} to \
+             nix.settings.trusted-users on {name} (see docs/non-root.md)",
+            name = host.name
+        ),
+        Some(key) => format!(
+            "host {name} refused paths signed with {key}: add the key's public half \
+             (`nix key convert-secret-to-public < {key}`) to nix.settings.trusted-public-keys on \
+             {name}, or add {login} to nix.settings.trusted-users (see docs/non-root.md)",
+            name = host.name,
+            key = key.display()
+        ),
+    }
 }
 
 /// Does the host run `path`, or does its profile point at it? Either is a live GC root, so
@@ -188,5 +269,29 @@ mod tests {
         let c = has_system_command("/nix/store/abc-x y", "/nix/var/nix/profiles/system");
         assert!(c.starts_with("p='/nix/store/abc-x y';"));
         crate::transport::assert_valid_shell(&c);
+    }
+
+    #[test]
+    fn a_refusal_for_signatures_says_what_to_configure() {
+        let stderr = "error: cannot add path '/nix/store/abc-x' because it lacks a signature by a trusted key";
+        assert!(refused_for_signatures(stderr));
+        let inventory = crate::fleet::Inventory::from_json(
+            "path:/flake",
+            serde_json::json!({ "root": "/nix/store/source", "source": "nixdeploy", "value": {
+                "hosts": { "h1": { "targetUser": "deploy", "toplevel": {
+                    "__nixdeploy": "derivation", "drv": "/nix/store/0-h1.drv", "out": "/nix/store/0-h1" } } } } }),
+        )
+        .unwrap();
+        let host = inventory.get("h1").unwrap();
+        let text = untrusted_message(host, None);
+        assert!(text.contains("does not trust deploy"), "{text}");
+        assert!(
+            text.contains("signingKey") && text.contains("--sign-with"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trusted-public-keys") && text.contains("trusted-users"),
+            "{text}"
+        );
     }
 }

@@ -22,6 +22,8 @@ pub struct ExecOptions {
     pub stdin: Option<Vec<u8>>,
     /// Do not stream the output lines to the terminal.
     pub quiet: bool,
+    /// Run as root (escalated when the login is not root).
+    pub sudo: bool,
 }
 
 /// What a command did on one host.
@@ -61,10 +63,11 @@ fn session_file() -> String {
 }
 
 /// Runs `command` in a subshell after recording the session id (sshd makes every channel's
-/// shell a session leader), so [`stop`] can end everything the command started.
+/// shell a session leader; under sudo the shell is inside that session), so [`stop`] can end
+/// everything the command started.
 fn wrapped(command: &str, pidfile: &str) -> String {
     let pf = quote(pidfile);
-    format!("mkdir -p /run/nixdeploy 2>/dev/null; echo $$ > {pf} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
+    format!("mkdir -p /run/nixdeploy 2>/dev/null; read -r _ _ _ _ _ sid _ < /proc/$$/stat; echo \"$sid\" > {pf} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
 }
 
 /// Ends every process of a command started by [`wrapped`].
@@ -105,7 +108,23 @@ async fn exec_one(
     };
     let pidfile = session_file();
     let script = wrapped(command, &pidfile);
-    let run = conn.run_streaming(&script, opts.stdin.as_deref(), &on_line);
+    let run = async {
+        if opts.sudo {
+            conn.run_root_streaming(&script, opts.stdin.as_deref(), &on_line)
+                .await
+        } else {
+            conn.run_streaming(&script, opts.stdin.as_deref(), &on_line)
+                .await
+        }
+    };
+    let stop_command = stop(&pidfile);
+    let stop_it = || async {
+        let _ = if opts.sudo {
+            conn.run_root(&stop_command, None).await
+        } else {
+            conn.run(&stop_command, None).await
+        };
+    };
     let limit = opts.timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
     // Closing an ssh channel does not end the command on the host: stop it ourselves when the
     // run is aborted or the timeout passes.
@@ -113,12 +132,12 @@ async fn exec_one(
         r = tokio::time::timeout(limit, run) => match r {
             Ok(out) => out?,
             Err(_) => {
-                let _ = conn.run(&stop(&pidfile), None).await;
+                stop_it().await;
                 bail!("`{command}` did not finish within {}s and was stopped", limit.as_secs());
             }
         },
         _ = super::aborted(&ctx.interrupt) => {
-            let _ = conn.run(&stop(&pidfile), None).await;
+            stop_it().await;
             bail!("aborted by a second interrupt; `{command}` was stopped");
         }
     };

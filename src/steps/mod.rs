@@ -7,7 +7,7 @@ pub mod diff;
 mod exec;
 
 pub use build::{build, BuildOptions, Built};
-pub use copy::{copy, missing_paths, Copied, CopyOptions};
+pub use copy::{check_signing_keys, copy, missing_paths, Copied, CopyOptions};
 pub use exec::{exec, ExecOptions, Executed};
 
 use std::future::Future;

@@ -2,12 +2,14 @@
 
 mod escalate;
 mod pool;
+mod privilege;
 mod quote;
 mod ssh;
 mod tuning;
 
-pub use escalate::{Escalation, DEFAULT_ESCALATION};
+pub use escalate::{Escalation, Feed, Secret, Tool, DEFAULT_ESCALATION};
 pub use pool::Pool;
+pub use privilege::Access;
 #[cfg(test)]
 pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::anyhow;
 use tokio::sync::OnceCell;
 
-use super::{Connection, Target};
+use super::{Connection, Secret, Target};
 use crate::fleet::HostName;
 
 type Slot = Arc<OnceCell<Result<Arc<Connection>, String>>>;
@@ -17,6 +17,8 @@ type Slot = Arc<OnceCell<Result<Arc<Connection>, String>>>;
 pub struct Pool {
     dir: tempfile::TempDir,
     slots: Mutex<HashMap<HostName, Slot>>,
+    /// The sudo password of this run (`--ask-sudo-password`), fed to every escalated command.
+    password: Mutex<Option<Arc<Secret>>>,
 }
 
 impl Pool {
@@ -29,6 +31,7 @@ impl Pool {
         Ok(Pool {
             dir,
             slots: Mutex::new(HashMap::new()),
+            password: Mutex::new(None),
         })
     }
 
@@ -47,13 +50,43 @@ impl Pool {
         let slot = self.slot(&target.host);
         let result = slot
             .get_or_init(|| async {
-                Connection::open(target.clone(), self.dir.path())
+                self.open(target)
                     .await
                     .map(Arc::new)
                     .map_err(|e| format!("{e:#}"))
             })
             .await;
         result.clone().map_err(|e| anyhow!(e))
+    }
+
+    /// Opens a connection and finds out how its commands become root, before anything else
+    /// runs on the host (a host whose escalation would prompt fails here).
+    async fn open(&self, target: &Target) -> anyhow::Result<Connection> {
+        let mut conn = Connection::open(target.clone(), self.dir.path()).await?;
+        let password = self.password.lock().unwrap().clone();
+        match super::privilege::probe(&conn, password.as_ref()).await {
+            Ok(access) => {
+                conn.access = access;
+                Ok(conn)
+            }
+            Err(e) => {
+                conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the sudo password for every later escalated command; hosts that failed before
+    /// (for want of it) are tried again on their next use.
+    pub fn set_sudo_password(&self, password: Secret) {
+        *self.password.lock().unwrap() = Some(Arc::new(password));
+        let mut slots = self.slots.lock().unwrap();
+        slots.retain(|_, slot| !matches!(slot.get(), Some(Err(_))));
+    }
+
+    /// Whether a sudo password was given.
+    pub fn has_sudo_password(&self) -> bool {
+        self.password.lock().unwrap().is_some()
     }
 
     /// Drops the cached connection (or failure) of `target` and opens a new one.

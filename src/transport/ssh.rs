@@ -31,6 +31,8 @@ pub struct Target {
     pub options: Vec<String>,
     /// The host's Nix system (`x86_64-linux`), which tells what its CPU can do.
     pub system: String,
+    /// How commands that need root are wrapped when the login is not root.
+    pub escalation: super::Escalation,
 }
 
 impl Target {
@@ -44,6 +46,7 @@ impl Target {
             config: inventory.ssh_config.clone(),
             options: host.ssh_options.clone(),
             system: host.system.clone(),
+            escalation: host.escalation.clone(),
         }
     }
 
@@ -212,6 +215,8 @@ pub struct Connection {
     target: Target,
     session: Arc<openssh::Session>,
     control: PathBuf,
+    /// How commands become root, found when the connection opened (see `privilege.rs`).
+    pub(super) access: super::privilege::Access,
 }
 
 impl std::fmt::Debug for Connection {
@@ -258,7 +263,13 @@ impl Connection {
             target,
             session: Arc::new(session),
             control,
+            access: Default::default(),
         })
+    }
+
+    /// How this connection's commands become root.
+    pub fn access(&self) -> &super::privilege::Access {
+        &self.access
     }
 
     /// The host this connection reaches.
@@ -387,6 +398,7 @@ mod tests {
             config: Some("/tmp/cfg".into()),
             options: vec!["-o".into(), "Compression=yes".into()],
             system: "x86_64-linux".into(),
+            escalation: Default::default(),
         }
     }
 
