@@ -169,6 +169,14 @@ enum SandboxAction {
         /// Closure size per host in KiB (shared paths plus one unique path).
         #[arg(long, default_value_t = 1024)]
         size_kib: u64,
+        /// Hosts whose `deploy` login must type its password for sudo (comma-separated);
+        /// on the others its sudo rule is NOPASSWD.
+        #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+        sudo_password: Vec<String>,
+        /// Hosts whose Nix daemon does not trust `deploy` (comma-separated); copies to them
+        /// must be signed.
+        #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+        untrusted: Vec<String>,
         /// The sandbox directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -254,8 +262,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 hosts,
                 builders,
                 size_kib,
+                sudo_password,
+                untrusted,
                 dir,
-            } => commands::sandbox::up(dir, hosts as usize, builders as usize, size_kib),
+            } => commands::sandbox::up(
+                dir,
+                hosts as usize,
+                builders as usize,
+                size_kib,
+                sudo_password,
+                untrusted,
+            ),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
             SandboxAction::Down { dir } => commands::sandbox::down(dir),
         },

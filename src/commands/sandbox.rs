@@ -15,12 +15,16 @@ pub fn up(
     hosts: usize,
     builders: usize,
     size_kib: u64,
+    sudo_password: Vec<String>,
+    untrusted: Vec<String>,
 ) -> anyhow::Result<Exit> {
     let sandbox = open(dir)?;
     let status = sandbox.up(&UpOptions {
         hosts,
         builders,
         size_kib,
+        sudo_password,
+        untrusted,
     })?;
     print!("{}", status.render());
     Ok(Exit::Success)

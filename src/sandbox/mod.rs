@@ -5,6 +5,7 @@ pub mod flake;
 pub mod netns;
 pub mod sshd;
 pub mod state;
+pub mod users;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub const MAX_BUILDERS: usize = 8;
 const WORKERS: usize = 8;
 
 /// What `up` should bring up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpOptions {
     /// Targets `h1`…`hN` (1–64).
     pub hosts: usize,
@@ -36,6 +37,24 @@ pub struct UpOptions {
     pub builders: usize,
     /// Closure size per host in KiB, for a new `fleet.json` (half shared, half unique).
     pub size_kib: u64,
+    /// Hosts whose `deploy` login must type its password for sudo (others: `NOPASSWD`).
+    pub sudo_password: Vec<String>,
+    /// Hosts whose Nix daemon does not trust `deploy` (others list it in `trusted-users`).
+    pub untrusted: Vec<String>,
+}
+
+impl UpOptions {
+    /// How host `name` treats its `deploy` login.
+    pub fn access(&self, name: &str) -> users::Access {
+        users::Access {
+            sudo: if self.sudo_password.iter().any(|h| h == name) {
+                users::SudoRule::Password
+            } else {
+                users::SudoRule::NoPassword
+            },
+            trusted: !self.untrusted.iter().any(|h| h == name),
+        }
+    }
 }
 
 /// What `status` reports (and `status --json` prints).
@@ -170,9 +189,10 @@ impl Sandbox {
         state.hosts = merge_pids(&state.hosts, wanted);
         state.save(&self.dir)?;
 
+        let password = users::password(&self.dir)?;
         let pids = Mutex::new(Vec::new());
         let errors = parallel(&state.hosts, |host| {
-            let pid = self.ensure_host(&state, host)?;
+            let pid = self.ensure_host(&state, host, &opts.access(&host.name), &password)?;
             pids.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((host.name.clone(), pid));
@@ -181,6 +201,7 @@ impl Sandbox {
         for (name, pid) in pids.into_inner().unwrap_or_else(|e| e.into_inner()) {
             if let Some(h) = state.hosts.iter_mut().find(|h| h.name == name) {
                 h.sshd_pid = Some(pid);
+                h.access = Some(opts.access(&name));
             }
         }
         state.save(&self.dir)?;
@@ -190,11 +211,19 @@ impl Sandbox {
         self.write_client_files(&state, opts)
     }
 
-    /// Makes one host answer: keeps it if its sshd is ours and answers, else rebuilds it.
-    fn ensure_host(&self, state: &State, host: &HostState) -> anyhow::Result<u32> {
+    /// Makes one host answer: keeps it if its sshd is ours, answers and the host treats its
+    /// login as asked, else rebuilds it.
+    fn ensure_host(
+        &self,
+        state: &State,
+        host: &HostState,
+        access: &users::Access,
+        password: &str,
+    ) -> anyhow::Result<u32> {
         let dirs = self.host_dirs(&host.name);
         if let Some(pid) = host.sshd_pid {
-            if sshd::is_our_sshd(pid, &host.netns)
+            if host.access.as_ref() == Some(access)
+                && sshd::is_our_sshd(pid, &host.netns)
                 && sshd::tcp_up(&host.address, Duration::from_secs(1))
             {
                 return Ok(pid);
@@ -203,7 +232,7 @@ impl Sandbox {
         stop_host(host).with_context(|| format!("failed to reset host {}", host.name))?;
         let builder = host.role == Role::Builder;
         let client_pub = self.identity().with_extension("pub");
-        sshd::prepare(&dirs, &host.address, builder, &client_pub)
+        sshd::prepare(&dirs, &host.address, builder, &client_pub, access, password)
             .with_context(|| format!("failed to prepare host {}", host.name))?;
         netns::ensure_host_net(&host.netns, &host.veth, &state.bridge, &host.address)
             .with_context(|| format!("failed to set up the network of host {}", host.name))?;
@@ -323,6 +352,7 @@ fn wanted_hosts(state: &State, k: u8, opts: &UpOptions) -> Vec<HostState> {
             netns: state.netns_name(&name),
             veth: state.netns_name(&name),
             sshd_pid: None,
+            access: None,
             name,
             role,
         })
@@ -339,6 +369,7 @@ fn merge_pids(old: &[HostState], wanted: Vec<HostState>) -> Vec<HostState> {
                 .find(|o| o.name == h.name && o.address == h.address)
             {
                 h.sshd_pid = o.sshd_pid;
+                h.access = o.access;
             }
             h
         })
@@ -384,12 +415,14 @@ fn validate(opts: &UpOptions) -> anyhow::Result<()> {
 }
 
 /// The tools a sandbox needs and the Debian package of each.
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 7] = [
     ("ip", "iproute2"),
     ("sshd", "openssh-server"),
     ("ssh-keygen", "openssh-client"),
     ("nix", "nix-bin"),
     ("busybox", "busybox-static"),
+    ("sudo", "sudo"),
+    ("openssl", "openssl"),
 ];
 
 /// Linux, root, and every tool present — or an error saying what is missing and why.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::run;
+use super::users::Access;
 
 /// The first of the fixed descriptors the mount sources are opened on before mounting.
 const MOUNT_FD_BASE: libc::c_int = 900;
@@ -75,16 +76,17 @@ impl HostDirs {
         self.etc_ssh().join("ssh_host_ed25519_key.pub")
     }
 
-    /// `(machine directory, mount point inside the host)`; `/run` and `/root` come last so
+    /// `(machine path, mount point inside the host)`; `/run` and `/root` come last so
     /// a sandbox directory below either still resolves (sources are opened before mounting).
-    fn mounts(&self) -> [(PathBuf, &'static str); 5] {
-        [
+    fn mounts(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut mounts = vec![
             (self.nix(), "/nix"),
             (self.etc_nix(), "/etc/nix"),
             (self.etc_ssh(), "/etc/ssh"),
-            (self.home(), "/root"),
-            (self.run(), "/run"),
-        ]
+        ];
+        mounts.extend(super::users::mounts(self));
+        mounts.extend([(self.home(), "/root"), (self.run(), "/run")]);
+        mounts
     }
 }
 
@@ -127,25 +129,29 @@ pub fn sshd_config(address: &str) -> String {
 }
 
 /// The per-host `nix.conf`.
-pub fn nix_conf(builder: bool) -> String {
+pub fn nix_conf(builder: bool, access: &Access) -> String {
     let mut text = String::from(
         "# Written by `nixdeploy sandbox up`.\n\
          sandbox = false\n\
          substituters =\n\
          experimental-features = nix-command flakes\n",
     );
+    text.push_str(&super::users::nix_conf_lines(access));
     if builder {
         text.push_str("extra-platforms = aarch64-linux\n");
     }
     text
 }
 
-/// Creates the host's directories and writes its configuration and keys (keeping existing keys).
+/// Creates the host's directories and writes its configuration, accounts and keys (keeping
+/// existing keys).
 pub fn prepare(
     dirs: &HostDirs,
     address: &str,
     builder: bool,
     client_pub: &Path,
+    access: &Access,
+    password: &str,
 ) -> anyhow::Result<()> {
     for d in [dirs.nix(), dirs.home(), dirs.etc_nix(), dirs.etc_ssh()] {
         fs::create_dir_all(&d).with_context(|| format!("failed to create {}", d.display()))?;
@@ -154,7 +160,7 @@ pub fn prepare(
     fs::create_dir_all(&privsep)
         .with_context(|| format!("failed to create {}", privsep.display()))?;
     fs::set_permissions(&privsep, fs::Permissions::from_mode(0o755))?;
-    fs::write(dirs.etc_nix().join("nix.conf"), nix_conf(builder))?;
+    fs::write(dirs.etc_nix().join("nix.conf"), nix_conf(builder, access))?;
     fs::write(dirs.etc_ssh().join("sshd_config"), sshd_config(address))?;
     fs::copy(client_pub, dirs.etc_ssh().join("authorized_keys"))
         .with_context(|| format!("failed to copy {}", client_pub.display()))?;
@@ -163,6 +169,7 @@ pub fn prepare(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("host");
+    super::users::prepare(dirs, name, access, password)?;
     ensure_key(
         &dirs.etc_ssh().join("ssh_host_ed25519_key"),
         &format!("root@{name}"),
@@ -197,11 +204,21 @@ pub fn start(netns: &str, name: &str, address: &str, dirs: &HostDirs) -> anyhow:
     let root = CString::new("/")?;
     let log = File::create(dirs.log_file())
         .with_context(|| format!("failed to create {}", dirs.log_file().display()))?;
-    let mut cmd = Command::new(SSHD);
-    cmd.args(["-f", "/etc/ssh/sshd_config", "-E", "/run/sshd.log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.try_clone()?);
+    // The host's own Nix daemon starts first (non-root logins reach the store through it; root
+    // keeps writing the store directly), then sshd, which daemonizes.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "setsid nix-daemon </dev/null >>/run/nix-daemon.log 2>&1 &\nexec \"$0\" \"$@\"",
+        SSHD,
+        "-f",
+        "/etc/ssh/sshd_config",
+        "-E",
+        "/run/sshd.log",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log.try_clone()?);
     // SAFETY: between fork and exec the closure only makes system calls on memory prepared
     // before the fork (no allocation, no locks).
     unsafe {
@@ -235,7 +252,8 @@ pub fn start(netns: &str, name: &str, address: &str, dirs: &HostDirs) -> anyhow:
                 b"make / private",
             )?;
             for (src, fd, _, _) in &plan {
-                let opened = libc::open(src.as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+                // Directories and single files (`/etc/passwd`, ...) alike.
+                let opened = libc::open(src.as_ptr(), libc::O_PATH);
                 check(opened.min(0), b"open mount source")?;
                 check(
                     libc::dup3(opened, *fd, libc::O_CLOEXEC).min(0),

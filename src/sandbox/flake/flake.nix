@@ -93,14 +93,16 @@
         sshConfig = fleet.sshConfig;
         # No binary cache is reachable from a sandbox: do not wait for one.
         nixOptions = { substituters = ""; };
-        defaults = { targetUser = "root"; };
+        # `defaults` and each host's `inventory` in fleet.json add inventory fields
+        # (targetUser, privilegeEscalation, signingKey, ...).
+        defaults = { targetUser = "root"; } // (fleet.defaults or { });
         hosts = builtins.mapAttrs
           (name: h: {
             tags = h.tags or [ ];
             system = h.system or "x86_64-linux";
             buildOn = h.buildOn or "local";
             keys = h.keys or { };
-          })
+          } // (h.inventory or { }))
           fleet.hosts;
         builders = builtins.mapAttrs
           (name: b: {
