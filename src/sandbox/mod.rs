@@ -189,10 +189,10 @@ impl Sandbox {
         state.hosts = merge_pids(&state.hosts, wanted);
         state.save(&self.dir)?;
 
-        let password = users::password(&self.dir)?;
+        let secrets = users::Secrets::ensure(&self.dir)?;
         let pids = Mutex::new(Vec::new());
         let errors = parallel(&state.hosts, |host| {
-            let pid = self.ensure_host(&state, host, &opts.access(&host.name), &password)?;
+            let pid = self.ensure_host(&state, host, &opts.access(&host.name), &secrets)?;
             pids.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((host.name.clone(), pid));
@@ -218,7 +218,7 @@ impl Sandbox {
         state: &State,
         host: &HostState,
         access: &users::Access,
-        password: &str,
+        secrets: &users::Secrets,
     ) -> anyhow::Result<u32> {
         let dirs = self.host_dirs(&host.name);
         if let Some(pid) = host.sshd_pid {
@@ -232,7 +232,7 @@ impl Sandbox {
         stop_host(host).with_context(|| format!("failed to reset host {}", host.name))?;
         let builder = host.role == Role::Builder;
         let client_pub = self.identity().with_extension("pub");
-        sshd::prepare(&dirs, &host.address, builder, &client_pub, access, password)
+        sshd::prepare(&dirs, &host.address, builder, &client_pub, access, secrets)
             .with_context(|| format!("failed to prepare host {}", host.name))?;
         netns::ensure_host_net(&host.netns, &host.veth, &state.bridge, &host.address)
             .with_context(|| format!("failed to set up the network of host {}", host.name))?;

@@ -129,14 +129,14 @@ pub fn sshd_config(address: &str) -> String {
 }
 
 /// The per-host `nix.conf`.
-pub fn nix_conf(builder: bool, access: &Access) -> String {
+pub fn nix_conf(builder: bool, access: &Access, public_key: &str) -> String {
     let mut text = String::from(
         "# Written by `nixdeploy sandbox up`.\n\
          sandbox = false\n\
          substituters =\n\
          experimental-features = nix-command flakes\n",
     );
-    text.push_str(&super::users::nix_conf_lines(access));
+    text.push_str(&super::users::nix_conf_lines(access, public_key));
     if builder {
         text.push_str("extra-platforms = aarch64-linux\n");
     }
@@ -151,7 +151,7 @@ pub fn prepare(
     builder: bool,
     client_pub: &Path,
     access: &Access,
-    password: &str,
+    secrets: &super::users::Secrets,
 ) -> anyhow::Result<()> {
     for d in [dirs.nix(), dirs.home(), dirs.etc_nix(), dirs.etc_ssh()] {
         fs::create_dir_all(&d).with_context(|| format!("failed to create {}", d.display()))?;
@@ -160,7 +160,10 @@ pub fn prepare(
     fs::create_dir_all(&privsep)
         .with_context(|| format!("failed to create {}", privsep.display()))?;
     fs::set_permissions(&privsep, fs::Permissions::from_mode(0o755))?;
-    fs::write(dirs.etc_nix().join("nix.conf"), nix_conf(builder, access))?;
+    fs::write(
+        dirs.etc_nix().join("nix.conf"),
+        nix_conf(builder, access, &secrets.public_key),
+    )?;
     fs::write(dirs.etc_ssh().join("sshd_config"), sshd_config(address))?;
     fs::copy(client_pub, dirs.etc_ssh().join("authorized_keys"))
         .with_context(|| format!("failed to copy {}", client_pub.display()))?;
@@ -169,7 +172,7 @@ pub fn prepare(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("host");
-    super::users::prepare(dirs, name, access, password)?;
+    super::users::prepare(dirs, name, access, &secrets.password)?;
     ensure_key(
         &dirs.etc_ssh().join("ssh_host_ed25519_key"),
         &format!("root@{name}"),

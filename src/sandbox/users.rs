@@ -21,6 +21,10 @@ pub const LOGIN: &str = "deploy";
 /// password-protected sudo rule asks for.
 pub const PASSWORD_FILE: &str = "sudo-password";
 
+/// The secret key (in the sandbox directory) whose public half every host's Nix trusts, for
+/// signed copies to a login the daemon does not trust (`--sign-with DIR/signing-key.sec`).
+pub const SIGNING_KEY: &str = "signing-key.sec";
+
 /// What the login's sudo rule asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -53,6 +57,24 @@ impl Default for Access {
             sudo: SudoRule::NoPassword,
             trusted: true,
         }
+    }
+}
+
+/// What every host of one sandbox shares: the login's password and the trusted signing key.
+pub struct Secrets {
+    /// The login's password (`DIR/sudo-password`).
+    pub password: String,
+    /// The public half of `DIR/signing-key.sec`.
+    pub public_key: String,
+}
+
+impl Secrets {
+    /// Reads (or makes, on first use) the sandbox's password and signing key.
+    pub fn ensure(sandbox_dir: &Path) -> anyhow::Result<Secrets> {
+        Ok(Secrets {
+            password: password(sandbox_dir)?,
+            public_key: signing_key(sandbox_dir)?,
+        })
     }
 }
 
@@ -92,6 +114,61 @@ pub fn password(sandbox_dir: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("failed to create {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(text)
+}
+
+/// The public half of the sandbox's signing key, making the key pair on first use.
+pub fn signing_key(sandbox_dir: &Path) -> anyhow::Result<String> {
+    let secret = sandbox_dir.join(SIGNING_KEY);
+    let public = secret.with_extension("pub");
+    if let Ok(text) = fs::read_to_string(&public) {
+        if secret.exists() && !text.trim().is_empty() {
+            return Ok(text.trim().to_string());
+        }
+    }
+    let nix = ["--extra-experimental-features", "nix-command", "key"];
+    let out = Command::new("nix")
+        .args(nix)
+        .args(["generate-secret", "--key-name", "nixdeploy-sandbox-1"])
+        .output()
+        .context("failed to run nix key generate-secret")?;
+    if !out.status.success() {
+        bail!(
+            "nix key generate-secret failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode_0600()
+        .open(&secret)
+        .with_context(|| format!("failed to create {}", secret.display()))?;
+    file.write_all(&out.stdout)?;
+    let mut child = Command::new("nix")
+        .args(nix)
+        .arg("convert-secret-to-public")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("failed to run nix key convert-secret-to-public")?;
+    child
+        .stdin
+        .take()
+        .context("nix stdin")?
+        .write_all(&out.stdout)?;
+    let converted = child.wait_with_output()?;
+    let key = String::from_utf8_lossy(&converted.stdout)
+        .trim()
+        .to_string();
+    if !converted.status.success() || key.is_empty() {
+        bail!(
+            "nix key convert-secret-to-public failed for {}",
+            secret.display()
+        );
+    }
+    fs::write(&public, format!("{key}\n"))?;
+    Ok(key)
 }
 
 trait Mode0600 {
@@ -157,15 +234,15 @@ pub fn sudo_rule(rule: SudoRule) -> String {
     }
 }
 
-/// The `nix.conf` lines that decide whom the host's daemon trusts.
-pub fn nix_conf_lines(access: &Access) -> String {
+/// The `nix.conf` lines that decide whom the host's daemon trusts, and which signatures.
+pub fn nix_conf_lines(access: &Access, public_key: &str) -> String {
     let trusted = if access.trusted {
         format!("root {LOGIN}")
     } else {
         "root".to_string()
     };
     // The daemon builds as root: the host's private /etc/group has no nixbld users.
-    format!("trusted-users = {trusted}\nbuild-users-group =\n")
+    format!("trusted-users = {trusted}\ntrusted-public-keys = {public_key}\nbuild-users-group =\n")
 }
 
 /// Writes the host's account files: the machine's users (every password locked with `*`, so
@@ -246,7 +323,9 @@ mod tests {
             trusted: false,
             ..Access::default()
         };
-        assert!(nix_conf_lines(&Access::default()).contains("trusted-users = root deploy"));
-        assert!(nix_conf_lines(&untrusted).starts_with("trusted-users = root\n"));
+        assert!(nix_conf_lines(&Access::default(), "k:1").contains("trusted-users = root deploy"));
+        let conf = nix_conf_lines(&untrusted, "k:1");
+        assert!(conf.starts_with("trusted-users = root\n"));
+        assert!(conf.contains("trusted-public-keys = k:1\n"));
     }
 }

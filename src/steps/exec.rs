@@ -67,7 +67,7 @@ fn session_file() -> String {
 /// everything the command started.
 fn wrapped(command: &str, pidfile: &str) -> String {
     let pf = quote(pidfile);
-    format!("mkdir -p /run/nixdeploy 2>/dev/null; read -r _ _ _ _ _ sid _ < /proc/$$/stat; echo \"$sid\" > {pf} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
+    format!("mkdir -p /run/nixdeploy 2>/dev/null; read -r _ _ _ _ _ sid _ < /proc/$$/stat; {{ echo \"$sid\" > {pf}; }} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
 }
 
 /// Ends every process of a command started by [`wrapped`].

@@ -227,6 +227,7 @@ pub struct SandboxBuilder {
     hosts: usize,
     builders: usize,
     size_kib: u64,
+    extra: Vec<String>,
 }
 
 impl SandboxBuilder {
@@ -248,6 +249,20 @@ impl SandboxBuilder {
         self
     }
 
+    /// Hosts whose `deploy` login must type its password for sudo (`--sudo-password`).
+    pub fn sudo_password(mut self, hosts: &[&str]) -> Self {
+        self.extra
+            .extend(["--sudo-password".to_string(), hosts.join(",")]);
+        self
+    }
+
+    /// Hosts whose Nix daemon does not trust `deploy` (`--untrusted`).
+    pub fn untrusted(mut self, hosts: &[&str]) -> Self {
+        self.extra
+            .extend(["--untrusted".to_string(), hosts.join(",")]);
+        self
+    }
+
     /// Runs `nixdeploy sandbox up` in a fresh temp dir and panics if it fails.
     pub fn up(self) -> Sandbox {
         let tmp = TempDir::new().expect("temp dir");
@@ -262,6 +277,7 @@ impl SandboxBuilder {
         sandbox
             .nixdeploy(&["sandbox", "up"])
             .args(&sandbox.up_args(self.hosts, self.builders, self.size_kib))
+            .args(&self.extra)
             .success();
         sandbox
     }
@@ -281,6 +297,7 @@ impl Sandbox {
             hosts: 3,
             builders: 0,
             size_kib: 64,
+            extra: Vec::new(),
         }
     }
 
