@@ -12,7 +12,7 @@ pub mod api {
     use super::super::options::Options;
     use super::super::{api, call_site, fail, targets, Report};
     use super::{all_hosts_of, record, with_paths};
-    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode};
+    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode, OnRefusal};
     use crate::fleet::BuildOn;
     use crate::steps;
 
@@ -144,8 +144,14 @@ pub mod api {
     /// Activates each host's new system. Options: `mode` (`"switch"`, `"boot"`, `"test"`,
     /// `"dry-activate"`), `magic_rollback` (default `true`: the host rolls itself back unless
     /// confirmed over a brand-new connection), `confirm_timeout` (30 s), `activation_timeout`
-    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`).
-    /// A host already running the system is left alone (no new generation).
+    /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`),
+    /// `settle` (2 s: how long a host must keep answering brand-new connections after its
+    /// activation before it is confirmed; `0` confirms at once), `on_refusal` (`"fail"`, or
+    /// `"boot"`: when NixOS refuses a live switch because of switch inhibitors, make the new
+    /// system the boot default instead; it runs after the next reboot).
+    /// With magic rollback, `switch` activates with `test` first and sets the profile and the
+    /// boot default only once confirmed, so a host that reboots before that comes back on its
+    /// previous system. A host already running the system is left alone (no new generation).
     ///
     /// ```rhai
     /// let r = activate(b, #{ mode: "switch", confirm_timeout: 60 });
@@ -171,6 +177,12 @@ pub mod api {
         }
         if let Some(t) = opts.seconds("activation_timeout")? {
             o.activation_timeout = t;
+        }
+        if let Some(t) = opts.seconds("settle")? {
+            o.settle = t;
+        }
+        if let Some(r) = opts.string("on_refusal")? {
+            o.on_refusal = OnRefusal::parse(&r).map_err(|e| format!("activate: {e}"))?;
         }
         if let Some(c) = opts.string("confirm")? {
             o.confirm = match c.as_str() {
