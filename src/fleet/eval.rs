@@ -200,8 +200,12 @@ fn unstore_source(text: &str, root: &Path) -> String {
     while let Some(at) = rest.find(STORE) {
         out.push_str(&rest[..at]);
         let after = &rest[at + STORE.len()..];
-        let hashed = after.len() > HASH_LEN
-            && after[..HASH_LEN].bytes().all(|b| b.is_ascii_alphanumeric())
+        // Bytes, not `str` slices: the text is Nix's error, which may hold any UTF-8, and
+        // slicing a `str` inside a character panics. 32 ASCII bytes end on a boundary.
+        let hashed = after
+            .as_bytes()
+            .get(..HASH_LEN)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_alphanumeric))
             && after[HASH_LEN..].starts_with("-source/");
         if hashed {
             out.push_str(&format!("{}/", root.display()));
@@ -236,6 +240,23 @@ fn strip_ansi(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_text_after_a_store_prefix_does_not_panic() {
+        let root = Path::new("/src");
+        // A multi-byte character straddles byte 32 after the prefix.
+        let text = format!("/nix/store/{}é-source/x and /nix/store/ü", "a".repeat(31));
+        assert_eq!(unstore_source(&text, root), text);
+        let hashed = format!("error: «{}-source/flake.nix» ünïcode", "b".repeat(32));
+        let hashed = hashed.replace("«", "/nix/store/");
+        assert_eq!(
+            unstore_source(&hashed, root),
+            "error: /src/flake.nix» ünïcode"
+        );
+        let summary =
+            summarize_nix_error("error: schlüssel «ß» fehlt\n       at /nix/store/é:1:2:\n");
+        assert!(summary.contains("schlüssel"), "{summary}");
+    }
 
     #[test]
     fn references_with_a_scheme_or_fragment_pass_through() {

@@ -1,5 +1,6 @@
 //! How a host is reached: shell quoting, ssh targets, and one multiplexed connection per host.
 
+pub mod capture;
 mod escalate;
 mod pool;
 mod privilege;

@@ -165,6 +165,25 @@ impl Connection {
         .await
     }
 
+    /// Like [`Connection::run_capped`], as root.
+    pub async fn run_root_capped(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        limit: usize,
+        on_line: &(dyn Fn(super::Stream, &str) + Send + Sync),
+    ) -> anyhow::Result<Output> {
+        let access = self.access();
+        let input = access.stdin(stdin);
+        self.run_capped(
+            &access.command(script),
+            input.as_ref().map(Secret::expose),
+            limit,
+            on_line,
+        )
+        .await
+    }
+
     /// Like [`Connection::spawn_held`], as root; the password (if any) is already written to
     /// the held stdin when this returns.
     pub async fn spawn_held_root(

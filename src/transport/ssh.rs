@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
+
+use super::capture::{capture, INTERNAL_LIMIT};
 
 use super::tuning::Tuning;
 use crate::fleet::{Host, HostName, Inventory};
@@ -169,6 +171,7 @@ impl Target {
             status: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            truncated: false,
         })
     }
 }
@@ -191,6 +194,8 @@ pub struct Output {
     pub stdout: String,
     /// Everything it wrote to stderr.
     pub stderr: String,
+    /// Output beyond the limit was dropped (a marker line says where).
+    pub truncated: bool,
 }
 
 impl Output {
@@ -294,6 +299,20 @@ impl Connection {
         stdin: Option<&[u8]>,
         on_line: &(dyn Fn(Stream, &str) + Send + Sync),
     ) -> anyhow::Result<Output> {
+        self.run_capped(command, stdin, INTERNAL_LIMIT, on_line)
+            .await
+    }
+
+    /// Like [`Connection::run_streaming`], keeping at most `limit` bytes of each stream (see
+    /// [`super::capture`]). Output is read as bytes; invalid UTF-8 is replaced, never a reason
+    /// to stop reading.
+    pub async fn run_capped(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        limit: usize,
+        on_line: &(dyn Fn(Stream, &str) + Send + Sync),
+    ) -> anyhow::Result<Output> {
         let mut cmd = openssh::Session::to_raw_command(self.session.clone(), command);
         cmd.stdin(if stdin.is_some() {
             openssh::Stdio::piped()
@@ -316,17 +335,19 @@ impl Connection {
         };
         let stdout = child.stdout().take().expect("stdout is piped");
         let stderr = child.stderr().take().expect("stderr is piped");
-        let read_out = collect_lines(BufReader::new(stdout), Stream::Stdout, on_line);
-        let read_err = collect_lines(BufReader::new(stderr), Stream::Stderr, on_line);
+        let read_out = capture(stdout, Stream::Stdout, limit, on_line);
+        let read_err = capture(stderr, Stream::Stderr, limit, on_line);
         let ((), out, err) = tokio::join!(feed, read_out, read_err);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))?;
+        let status = match child.wait().await {
+            Ok(status) => status.code(),
+            Err(e) if is_command_not_found(&e) => Some(127),
+            Err(e) => return Err(anyhow!("lost the connection to {}: {e}", self.target.host)),
+        };
         Ok(Output {
-            status: status.code(),
-            stdout: out,
-            stderr: err,
+            status,
+            stdout: out.text,
+            stderr: err.text,
+            truncated: out.truncated || err.truncated,
         })
     }
 
@@ -370,19 +391,10 @@ impl Connection {
     }
 }
 
-async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
-    reader: BufReader<R>,
-    stream: Stream,
-    on_line: &(dyn Fn(Stream, &str) + Send + Sync),
-) -> String {
-    let mut all = String::new();
-    let mut lines = reader.lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        on_line(stream, &line);
-        all.push_str(&line);
-        all.push('\n');
-    }
-    all
+/// The openssh crate reports a remote exit status of 127 as an error ("remote command not
+/// found"); for us it is an ordinary status the caller reports.
+fn is_command_not_found(err: &openssh::Error) -> bool {
+    matches!(err, openssh::Error::Remote(io) if io.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]
