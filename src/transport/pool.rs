@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::anyhow;
 use tokio::sync::OnceCell;
 
-use super::{Connection, Secret, Target};
+use super::{Access, Connection, Secret, Target};
 use crate::fleet::HostName;
 
 type Slot = Arc<OnceCell<Result<Arc<Connection>, String>>>;
@@ -19,6 +19,9 @@ pub struct Pool {
     slots: Mutex<HashMap<HostName, Slot>>,
     /// The sudo password of this run (`--ask-sudo-password`), fed to every escalated command.
     password: Mutex<Option<Arc<Secret>>>,
+    /// How each host's commands became root when it was last connected to, for the brand-new
+    /// connections that confirm activations while the pooled one may be gone.
+    accesses: Mutex<HashMap<HostName, Access>>,
 }
 
 impl Pool {
@@ -32,6 +35,7 @@ impl Pool {
             dir,
             slots: Mutex::new(HashMap::new()),
             password: Mutex::new(None),
+            accesses: Mutex::new(HashMap::new()),
         })
     }
 
@@ -66,6 +70,10 @@ impl Pool {
         let password = self.password.lock().unwrap().clone();
         match super::privilege::probe(&conn, password.as_ref()).await {
             Ok(access) => {
+                self.accesses
+                    .lock()
+                    .unwrap()
+                    .insert(target.host.clone(), access.clone());
                 conn.access = access;
                 Ok(conn)
             }
@@ -82,6 +90,17 @@ impl Pool {
         *self.password.lock().unwrap() = Some(Arc::new(password));
         let mut slots = self.slots.lock().unwrap();
         slots.retain(|_, slot| !matches!(slot.get(), Some(Err(_))));
+    }
+
+    /// How `host`'s commands become root, as found when it was last connected to (`Direct`
+    /// before that).
+    pub fn access(&self, host: &HostName) -> Access {
+        self.accesses
+            .lock()
+            .unwrap()
+            .get(host)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether a sudo password was given.

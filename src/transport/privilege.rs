@@ -139,6 +139,25 @@ fn last_line(text: &str) -> &str {
         .trim()
 }
 
+impl super::Target {
+    /// Runs `script` as root over a brand-new connection (see [`super::Target::run_fresh`]),
+    /// through `access` as found when the host was first connected to.
+    pub async fn run_fresh_root(
+        &self,
+        access: &Access,
+        script: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
+        let input = access.stdin(None);
+        self.run_fresh_input(
+            &access.command(script),
+            input.as_ref().map(Secret::expose),
+            timeout,
+        )
+        .await
+    }
+}
+
 impl Connection {
     /// Runs `script` as root (escalated when the login is not root), feeding `stdin`.
     pub async fn run_root(&self, script: &str, stdin: Option<&[u8]>) -> anyhow::Result<Output> {

@@ -149,15 +149,37 @@ impl Target {
 
     /// Runs `remote` over a brand-new connection, with a deadline.
     pub async fn run_fresh(&self, remote: &str, timeout: Duration) -> anyhow::Result<Output> {
+        self.run_fresh_input(remote, None, timeout).await
+    }
+
+    /// [`Target::run_fresh`], feeding `stdin` to the command.
+    pub async fn run_fresh_input(
+        &self,
+        remote: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
         let secs = timeout.as_secs().clamp(1, 30) as u32;
         let argv = self.fresh_argv(remote, secs, &Tuning::of(self).await);
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let out = tokio::time::timeout(timeout, cmd.output())
+        let run = async {
+            let mut child = cmd.spawn()?;
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A command that exits without reading its input is not an error.
+                let _ = pipe.write_all(data).await;
+            }
+            child.wait_with_output().await
+        };
+        let out = tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| {
                 anyhow!(
