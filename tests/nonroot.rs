@@ -29,12 +29,16 @@ fn sudo_password(sb: &Sandbox) -> String {
         .to_string()
 }
 
-/// A runbook that changes every host in three ways that need root over a non-root login: a
-/// copy into the store, a file in /run, and a deploy lock.
+/// A runbook that changes every host in every way that needs root over a non-root login:
+/// copy (and its deploy lock), activation with magic rollback, a key, and `exec` with sudo.
 const MUTATE: &str = r#"
 let built = build(hosts());
 let copied = copy(built);
-let out = exec(copied, "id -u > /run/nonroot-ok; cat /run/nonroot-ok", #{ sudo: true });
+let activated = activate(copied, #{ confirm_timeout: 10 });
+if !activated.ok { throw `activate failed on ${activated.failed}`; }
+let k = upload_key(hosts(), #{ name: "nonroot.key", text: "k3y" });
+if !k.ok { throw `upload_key failed on ${k.failed}`; }
+let out = exec(hosts(), "id -u > /run/nonroot-ok; cat /run/nonroot-ok", #{ sudo: true });
 for h in out.hosts { let n = h.name; let u = out[n].stdout; u.trim(); print(`${n} uid ${u}`); }
 if !out.ok { throw "exec failed"; }
 "#;
@@ -113,6 +117,12 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         .sudo_password(&["h1", "h2", "h3"])
         .up();
     as_deploy(&sb);
+    let rev = common::unique_rev();
+    sb.edit_fleet(|f| {
+        for h in ["h1", "h2", "h3"] {
+            f["hosts"][h]["rev"] = rev.into();
+        }
+    });
     let password = sudo_password(&sb);
     let book = runbook(&sb, "mutate.rhai", MUTATE);
     let samples = PsSampler::start(&password);
@@ -143,6 +153,10 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         );
         let ok = fs::read_to_string(sb.host_root(h).join("run/nonroot-ok")).unwrap();
         assert_eq!(ok.trim(), "0");
+        let want = sb.build_toplevel(h);
+        assert_eq!(sb.current_system(h).as_deref(), Some(want.as_str()), "{h}");
+        assert_eq!(sb.profile_target(h).as_deref(), Some(want.as_str()), "{h}");
+        assert!(sb.host_root(h).join("run/keys/nonroot.key").exists(), "{h}");
     }
     // The leak scan: terminal output (JSON events included), ps samples, the journal and state,
     // both stores, and the hosts' logs.
