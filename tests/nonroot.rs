@@ -221,6 +221,49 @@ fn a_wrong_sudo_password_fails_the_host_with_incorrect_password() {
 }
 
 #[test]
+fn the_repl_asks_for_the_sudo_password_once_and_keeps_it_out_of_the_history() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder()
+        .hosts(2)
+        .sudo_password(&["h1", "h2"])
+        .up();
+    as_deploy(&sb);
+    let password = sudo_password(&sb);
+    let run = drive_pty(
+        &sb,
+        &["repl", "--flake", &sb.flake()],
+        &[
+            ("nixdeploy>", "ask_sudo_password();\r"),
+            (
+                "nixdeploy>",
+                "let r = exec(hosts(), \"id -u\", #{ sudo: true }); print(`ok=${r.ok}`);\r",
+            ),
+            ("ok=", "\r"),
+            ("nixdeploy>", "\x04"),
+        ],
+        &password,
+    );
+    assert_eq!(run.prompts, 1, "{}", run.transcript);
+    assert!(run.transcript.contains("ok=true"), "{}", run.transcript);
+    assert!(
+        !run.transcript.contains(&password),
+        "the password was echoed"
+    );
+    let history = fs::read_to_string(sb.state_dir().join("repl_history")).unwrap_or_default();
+    assert!(history.contains("ask_sudo_password"), "{history}");
+    assert!(
+        !history.contains(&password),
+        "the password is in the history"
+    );
+    assert_eq!(
+        files_containing(sb.state_dir(), password.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
 fn an_untrusted_login_copies_signed_paths_and_without_a_key_is_told_what_to_configure() {
     if !common::skip_unless_root() {
         return;
@@ -301,10 +344,17 @@ struct PtyRun {
 /// Runs nixdeploy with a pseudo-terminal as its controlling terminal (and stdio), typing
 /// `password` each time the prompt appears.
 fn on_pty(sb: &Sandbox, args: &[&str], password: &str) -> PtyRun {
+    drive_pty(sb, args, &[], password)
+}
+
+/// Like [`on_pty`], and types each `(after, input)` in turn once `after` has appeared (counted
+/// from the previous step's match).
+fn drive_pty(sb: &Sandbox, args: &[&str], steps: &[(&str, &str)], password: &str) -> PtyRun {
     let (mut master, slave) = openpty();
     let mut cmd = Command::new(common::BIN);
     cmd.args(args)
         .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
+        .env("TERM", "dumb")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave));
@@ -321,18 +371,28 @@ fn on_pty(sb: &Sandbox, args: &[&str], password: &str) -> PtyRun {
     drop(cmd);
     let mut transcript = Vec::new();
     let mut typed = 0;
+    let mut step = 0;
+    let mut seen = 0;
     let mut buf = [0u8; 4096];
     loop {
         match master.read(&mut buf) {
             Ok(0) | Err(_) => break, // EIO once the child and its descendants closed the pty
             Ok(n) => transcript.extend_from_slice(&buf[..n]),
         }
-        let prompts = String::from_utf8_lossy(&transcript).matches(PROMPT).count();
+        let text = String::from_utf8_lossy(&transcript).to_string();
+        let prompts = text.matches(PROMPT).count();
         if prompts > typed {
             master
                 .write_all(format!("{password}\n").as_bytes())
                 .unwrap();
             typed = prompts;
+        }
+        if let Some((after, input)) = steps.get(step) {
+            if let Some(at) = text[seen..].find(after) {
+                seen += at + after.len();
+                master.write_all(input.as_bytes()).unwrap();
+                step += 1;
+            }
         }
     }
     let status = child.wait().unwrap();
