@@ -80,6 +80,7 @@ fn a_password_protected_host_without_the_password_fails_early_and_nothing_change
     }
     let sb = Sandbox::builder()
         .hosts(2)
+        .nix_daemons()
         .sudo_password(&["h1", "h2"])
         .up();
     as_deploy(&sb);
@@ -114,6 +115,7 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
     }
     let sb = Sandbox::builder()
         .hosts(3)
+        .nix_daemons()
         .sudo_password(&["h1", "h2", "h3"])
         .up();
     as_deploy(&sb);

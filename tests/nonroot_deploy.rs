@@ -32,7 +32,7 @@ fn apply_keys_and_sudo_exec_work_as_deploy_on_several_hosts() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(3);
+    let sb = Sandbox::builder().hosts(3).nix_daemons().up();
     as_deploy_with_fresh_revs(&sb);
     let out = run(&sb, example("apply.rhai").as_ref(), &[]);
     out.assert_success();
@@ -77,7 +77,7 @@ fn canary_promotes_through_waves_as_deploy() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(4);
+    let sb = Sandbox::builder().hosts(4).nix_daemons().up();
     as_deploy_with_fresh_revs(&sb);
     let out = run(&sb, example("canary.rhai").as_ref(), &["--set", "soak=2"]);
     out.assert_success();
@@ -96,7 +96,7 @@ fn hosts_whose_network_is_cut_roll_themselves_back_as_deploy() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(3);
+    let sb = Sandbox::builder().hosts(3).nix_daemons().up();
     as_deploy_with_fresh_revs(&sb);
     run(&sb, example("apply.rhai").as_ref(), &[]).assert_success();
     let before: Vec<String> = hosts(3)
@@ -130,7 +130,7 @@ fn a_second_deployer_is_refused_by_the_deploy_lock_as_deploy() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(2);
+    let sb = Sandbox::builder().hosts(2).nix_daemons().up();
     as_deploy_with_fresh_revs(&sb);
     // The holder takes both hosts' locks (through upload_key) and sits on them.
     let holder = runbook(

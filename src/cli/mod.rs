@@ -177,6 +177,10 @@ enum SandboxAction {
         /// must be signed.
         #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
         untrusted: Vec<String>,
+        /// Every host runs its own Nix daemon, so its `deploy` login can use the store
+        /// (copy, build on target); hosts named by --untrusted always do.
+        #[arg(long)]
+        nix_daemons: bool,
         /// The sandbox directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -273,6 +277,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 size_kib,
                 sudo_password,
                 untrusted,
+                nix_daemons,
                 dir,
             } => commands::sandbox::up(
                 dir,
@@ -281,6 +286,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 size_kib,
                 sudo_password,
                 untrusted,
+                nix_daemons,
             ),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
             SandboxAction::Down { dir } => commands::sandbox::down(dir),

@@ -17,6 +17,7 @@ pub fn up(
     size_kib: u64,
     sudo_password: Vec<String>,
     untrusted: Vec<String>,
+    nix_daemons: bool,
 ) -> anyhow::Result<Exit> {
     let sandbox = open(dir)?;
     let status = sandbox.up(&UpOptions {
@@ -25,6 +26,7 @@ pub fn up(
         size_kib,
         sudo_password,
         untrusted,
+        nix_daemons,
     })?;
     print!("{}", status.render());
     Ok(Exit::Success)

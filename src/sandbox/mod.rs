@@ -40,8 +40,12 @@ pub struct UpOptions {
     pub size_kib: u64,
     /// Hosts whose `deploy` login must type its password for sudo (others: `NOPASSWD`).
     pub sudo_password: Vec<String>,
-    /// Hosts whose Nix daemon does not trust `deploy` (others list it in `trusted-users`).
+    /// Hosts whose Nix daemon does not trust `deploy` (others list it in `trusted-users`);
+    /// they run a daemon even without `nix_daemons`.
     pub untrusted: Vec<String>,
+    /// Every host runs its own Nix daemon, so `deploy` can use the store (about 6 MiB PSS
+    /// per host, hence not the default).
+    pub nix_daemons: bool,
 }
 
 impl UpOptions {
@@ -54,6 +58,7 @@ impl UpOptions {
                 users::SudoRule::NoPassword
             },
             trusted: !self.untrusted.iter().any(|h| h == name),
+            daemon: self.nix_daemons || self.untrusted.iter().any(|h| h == name),
         }
     }
 }

@@ -257,12 +257,13 @@ pub fn start_in(ns: &Path, name: &str, address: &str, dirs: &HostDirs) -> anyhow
     let root = CString::new("/")?;
     let log = File::create(dirs.log_file())
         .with_context(|| format!("failed to create {}", dirs.log_file().display()))?;
-    // The host's own Nix daemon starts first (non-root logins reach the store through it; root
-    // keeps writing the store directly), then sshd, which daemonizes.
+    // The host's own Nix daemon starts first when the host has one (`/etc/nix/daemon`: the
+    // non-root login reaches the store through it; root keeps writing the store directly),
+    // then sshd, which daemonizes.
     let mut cmd = Command::new("/bin/sh");
     cmd.args([
         "-c",
-        "setsid nix-daemon </dev/null >>/run/nix-daemon.log 2>&1 &\nexec \"$0\" \"$@\"",
+        "if [ -e /etc/nix/daemon ]; then setsid nix-daemon </dev/null >>/run/nix-daemon.log 2>&1 & fi\nexec \"$0\" \"$@\"",
         SSHD,
         "-f",
         "/etc/ssh/sshd_config",

@@ -45,6 +45,9 @@ pub struct Access {
     /// Whether the host's Nix daemon lists the login in `trusted-users`.
     #[serde(default = "yes")]
     pub trusted: bool,
+    /// Whether the host runs its own Nix daemon (the login needs one to use the store).
+    #[serde(default)]
+    pub daemon: bool,
 }
 
 fn yes() -> bool {
@@ -56,6 +59,7 @@ impl Default for Access {
         Access {
             sudo: SudoRule::NoPassword,
             trusted: true,
+            daemon: false,
         }
     }
 }
@@ -289,6 +293,16 @@ pub fn prepare(dirs: &HostDirs, name: &str, access: &Access, password: &str) -> 
         0o644,
     )?;
     write_mode(&etc.join("sudoers"), SUDOERS, 0o440)?;
+    let marker = dirs.etc_nix().join("daemon");
+    if access.daemon {
+        write_mode(
+            &marker,
+            "# the sandbox starts this host's nix-daemon\n",
+            0o644,
+        )?;
+    } else if marker.exists() {
+        fs::remove_file(&marker)?;
+    }
     write_mode(&sudoers_d.join(LOGIN), &sudo_rule(access.sudo), 0o440)?;
     let login_home = home.join(LOGIN);
     fs::create_dir_all(&login_home)?;

@@ -256,6 +256,12 @@ impl SandboxBuilder {
         self
     }
 
+    /// Every host runs its own Nix daemon, so `deploy` can use the store (`--nix-daemons`).
+    pub fn nix_daemons(mut self) -> Self {
+        self.extra.push("--nix-daemons".to_string());
+        self
+    }
+
     /// Hosts whose Nix daemon does not trust `deploy` (`--untrusted`).
     pub fn untrusted(mut self, hosts: &[&str]) -> Self {
         self.extra
