@@ -165,3 +165,38 @@ fn a_second_deployer_is_refused_by_the_deploy_lock_as_deploy() {
         assert!(sb.current_system(&h).is_none(), "{h} was deployed: {out}");
     }
 }
+
+#[test]
+fn import_copies_through_escalated_nix_store_import_to_hosts_without_a_daemon() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    // No --nix-daemons: `deploy` cannot open these hosts' stores by itself.
+    let sb = Sandbox::up(2);
+    as_deploy_with_fresh_revs(&sb);
+    let book = runbook(
+        &sb,
+        "import.rhai",
+        r#"
+let copied = copy(build(hosts()), #{ via: "import" });
+if !copied.ok { throw `copy failed on ${copied.failed}`; }
+let r = activate(copied, #{ confirm_timeout: 10 });
+if !r.ok { throw `activate failed on ${r.failed}`; }
+"#,
+    );
+    let out = run(&sb, &book, &[]);
+    out.assert_success();
+    for h in hosts(2) {
+        let want = sb.build_toplevel(&h);
+        assert_eq!(
+            sb.current_system(&h).as_deref(),
+            Some(want.as_str()),
+            "{h}: {out}"
+        );
+    }
+    // Again: nothing is missing, nothing is sent.
+    let again = run(&sb, &book, &[]);
+    again.assert_success();
+    let text = format!("{}{}", again.stdout, again.stderr);
+    assert!(!text.contains("imported"), "{text}");
+}

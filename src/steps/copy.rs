@@ -18,11 +18,17 @@ use crate::transport::{command_line, Connection, Stream};
 pub struct CopyOptions {
     /// Let the target fetch paths from its own binary caches (on by default).
     pub substitute: bool,
+    /// Send the missing paths through `nix-store --import` run as root (escalated) instead of
+    /// `nix copy` (see `import.rs`).
+    pub import: bool,
 }
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { substitute: true }
+        CopyOptions {
+            substitute: true,
+            import: false,
+        }
     }
 }
 
@@ -61,7 +67,9 @@ async fn copy_one(
     // A real run only asks whether the host runs the system (or its profile points at it) —
     // the redeploy case; otherwise `nix copy` works out the missing paths itself and sends
     // nothing when there are none. The dry run lists exactly which paths would go.
-    let missing = if ctx.options.dry_run {
+    let missing = if ctx.options.dry_run && opts.import {
+        super::import::missing(&conn, path).await?
+    } else if ctx.options.dry_run {
         missing_paths(&conn, path).await?
     } else if has_system(&conn, path, &host.profile).await? {
         Vec::new()
@@ -80,6 +88,20 @@ async fn copy_one(
         return Ok(Outcome::planned(copied, format!("would copy {n} path(s)")));
     }
     crate::activation::lock(ctx, host).await?;
+    if opts.import {
+        let sent =
+            super::import::import(&conn, &super::import::missing(&conn, path).await?).await?;
+        let n = sent.len();
+        let copied = Copied {
+            paths: sent,
+            ..copied
+        };
+        return Ok(if n == 0 {
+            Outcome::skipped(copied, "already present")
+        } else {
+            Outcome::done(copied).with_message(format!("{n} path(s) imported"))
+        });
+    }
     let signing_key = signing_key(ctx, host);
     if let Some(key) = &signing_key {
         sign(ctx, key, path).await?;

@@ -5,6 +5,7 @@ mod build;
 mod copy;
 pub mod diff;
 mod exec;
+mod import;
 
 pub use build::{build, BuildOptions, Built};
 pub use copy::{check_signing_keys, copy, missing_paths, Copied, CopyOptions};

@@ -104,7 +104,10 @@ pub mod api {
     }
 
     /// `copy` with options: `substitute` (default `true`) lets hosts fetch paths from their own
-    /// binary caches.
+    /// binary caches; `via: "import"` sends the missing paths through `nix-store --import` run
+    /// as root on the host (through its `privilegeEscalation`) instead of `nix copy`
+    /// (`via: "nix-copy"`, the default), for a login its Nix does not trust or a host without
+    /// a Nix daemon (see docs/non-root.md).
     ///
     /// ```rhai
     /// copy(b, #{ substitute: false });
@@ -118,12 +121,21 @@ pub mod api {
         let api = api(&ctx)?;
         let mut opts = Options::new("copy", options);
         let substitute = opts.bool("substitute")?.unwrap_or(true);
+        let import = match opts.string("via")?.as_deref() {
+            None | Some("nix-copy") => false,
+            Some("import") => true,
+            Some(other) => {
+                return fail(format!(
+                    "copy: option `via` must be \"nix-copy\" or \"import\", found \"{other}\""
+                ))
+            }
+        };
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
         let results = api.ctx.runtime.block_on(steps::copy(
             &api.ctx,
             items,
-            steps::CopyOptions { substitute },
+            steps::CopyOptions { substitute, import },
         ));
         Ok(record(
             &api,
