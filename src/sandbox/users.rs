@@ -218,10 +218,12 @@ fn free_id(text: &str) -> u32 {
     (1000..).find(|id| !used.contains(id)).unwrap_or(1000)
 }
 
-/// The host's sudoers: nothing logged to the machine's syslog (a log in the host's `/run`
-/// instead), no lecture, no DNS lookups of the hostname.
+/// The host's sudoers, with Debian's defaults (`use_pty` included): nothing logged to the
+/// machine's syslog (a log in the host's `/run` instead), no lecture, no DNS lookups of the
+/// hostname.
 const SUDOERS: &str = "# Written by `nixdeploy sandbox up`.\n\
 Defaults env_reset\n\
+Defaults use_pty\n\
 Defaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
 Defaults !syslog\n\
 Defaults logfile=/run/sudo.log\n\
