@@ -191,6 +191,45 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
 }
 
 #[test]
+fn ask_sudo_password_without_a_terminal_is_an_input_error_before_any_host() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder().hosts(1).sudo_password(&["h1"]).up();
+    as_deploy(&sb);
+    let book = runbook(
+        &sb,
+        "touch.rhai",
+        r#"exec(hosts(), "touch /run/touched", #{ sudo: true });"#,
+    );
+    let mut cmd = Command::new(common::BIN);
+    cmd.args([
+        "run",
+        book.to_str().unwrap(),
+        "--flake",
+        &sb.flake(),
+        "--ask-sudo-password",
+    ])
+    .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
+    .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe: the run has no controlling terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("--ask-sudo-password needs a terminal"),
+        "{stderr}"
+    );
+    assert!(!sb.host_root("h1").join("run/touched").exists());
+}
+
+#[test]
 fn a_wrong_sudo_password_fails_the_host_with_incorrect_password() {
     if !common::skip_unless_root() {
         return;
