@@ -262,12 +262,19 @@ fn note_window(on: &mut Ongoing, o: &Observed) {
     if o.state != WatchdogState::Armed {
         return;
     }
-    let left = o.window_left.unwrap_or(on.confirm_timeout);
-    let deadline = Instant::now() + left;
     if on.confirm_deadline.is_none() {
-        on.confirm_deadline = Some(deadline);
+        let left = o.window_left.unwrap_or(on.confirm_timeout);
+        on.armed_until(Instant::now() + left);
     }
-    on.give_up = on.give_up.max(deadline + GRACE);
+}
+
+impl Ongoing {
+    /// The watchdog is armed until `deadline`: the activation is over, so the verdict is due
+    /// once that window has passed (plus the time a rolled-back host needs to answer again).
+    pub fn armed_until(&mut self, deadline: Instant) {
+        self.confirm_deadline = Some(deadline);
+        self.give_up = deadline + GRACE;
+    }
 }
 
 /// The settle window, then the confirmation: the host must answer brand-new connections for
@@ -324,10 +331,11 @@ async fn settle_and_confirm(
                 stable_since = None;
             }
         }
+        // One look per second: a settle of 2 s costs two looks and the confirmation.
         let pause = if ready {
             Duration::from_millis(300)
         } else {
-            POLL.min(on.settle)
+            Duration::from_secs(1).min(on.settle)
         };
         tokio::time::sleep(pause).await;
     }

@@ -355,7 +355,7 @@ async fn activate_one(
         }
     };
     if state == WatchdogState::Armed {
-        on.confirm_deadline = Some(Instant::now() + opts.confirm_timeout);
+        on.armed_until(Instant::now() + opts.confirm_timeout);
     }
     let confirm_here = opts.confirm == ConfirmMode::Auto;
     match drive::drive(ctx, host, &mut on, state, confirm_here).await? {

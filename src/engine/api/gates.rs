@@ -92,9 +92,17 @@ pub mod api {
         let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
         while std::time::Instant::now() < end {
             if api.ctx.interrupt.stopping() {
-                return fail("interrupted");
+                // The same error the engine's own interrupt check raises: the run exits 130
+                // whichever of the two notices first.
+                return Err(Box::new(EvalAltResult::ErrorTerminated(
+                    "interrupted".into(),
+                    rhai::Position::NONE,
+                )));
             }
-            std::thread::sleep(Duration::from_millis(50).min(end - std::time::Instant::now()));
+            std::thread::sleep(
+                Duration::from_millis(50)
+                    .min(end.saturating_duration_since(std::time::Instant::now())),
+            );
         }
         Ok(())
     }
