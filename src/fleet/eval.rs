@@ -34,10 +34,13 @@ pub struct FlakeRef {
 /// (so, as with the nix CLI, only tracked files count) and as `path:` otherwise.
 pub fn resolve(flake: &str) -> anyhow::Result<FlakeRef> {
     if flake.contains(':') || flake.contains('#') {
+        // A plain `path:DIR` is copied to the store as DIR itself, so its store paths in nix
+        // errors map back to DIR's files (a `git+file` source root is the repository's).
+        let plain_path = flake.starts_with("path:") && !flake.contains(['?', '#']);
         return Ok(FlakeRef {
             nix_ref: flake.to_string(),
             local_dir: local_dir_of(flake),
-            source_root: None,
+            source_root: local_dir_of(flake).filter(|_| plain_path),
         });
     }
     let dir = Path::new(flake);
@@ -268,6 +271,13 @@ mod tests {
             Some(PathBuf::from("/repo/sub"))
         );
         assert_eq!(local_dir_of("path:/a/b?x=1"), Some(PathBuf::from("/a/b")));
+        // Errors from a plain `path:` flake point at the user's files, not the store copy.
+        assert_eq!(
+            resolve("path:/a/b").unwrap().source_root,
+            Some(PathBuf::from("/a/b"))
+        );
+        assert_eq!(resolve("path:/a/b?dir=c").unwrap().source_root, None);
+        assert_eq!(resolve("github:owner/repo").unwrap().source_root, None);
     }
 
     #[test]

@@ -14,5 +14,5 @@ pub use privilege::Access;
 #[cfg(test)]
 pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};
-pub use ssh::{Connection, Output, Stream, Target};
+pub use ssh::{nix_ssh_env, Connection, Output, Stream, Target};
 pub use tuning::Tuning;
