@@ -43,6 +43,7 @@ fn the_presence_check_lists_a_closure_of_thousands_of_paths() {
         config: Some(sb.ssh_config()),
         options: vec!["-o".into(), "ServerAliveInterval 7".into()],
         system: "x86_64-linux".into(),
+        escalation: Default::default(),
     };
     let control = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
