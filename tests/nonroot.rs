@@ -182,6 +182,11 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         let found = files_containing(&place, password.as_bytes());
         assert!(found.is_empty(), "the password is in {found:?}");
     }
+    // The scan itself finds what is there: the sandbox keeps the password in one file.
+    assert_eq!(
+        files_containing(sb.dir(), password.as_bytes()),
+        [sb.dir().join("sudo-password")]
+    );
     assert!(
         fs::read_to_string(sb.host_root("h1").join("run/sudo.log"))
             .unwrap()
@@ -510,24 +515,27 @@ impl PsSampler {
     }
 }
 
-/// Files under `dir` (recursively, not following links) whose bytes contain `needle`.
+/// Files under `dir` (recursively, not following links) whose bytes contain `needle`
+/// (`grep -rlF`, the needle on stdin rather than in its argv).
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            for entry in fs::read_dir(&path).into_iter().flatten().flatten() {
-                stack.push(entry.path());
-            }
-        } else if meta.is_file() {
-            let data = fs::read(&path).unwrap_or_default();
-            if data.windows(needle.len()).any(|w| w == needle) {
-                found.push(path);
-            }
-        }
+    if !dir.exists() {
+        return Vec::new();
     }
-    found
+    let mut grep = Command::new("grep")
+        .args(["-rlF", "--binary-files=text", "-f", "-", "--"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("grep");
+    let mut stdin = grep.stdin.take().unwrap();
+    stdin.write_all(needle).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    let out = grep.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
 }
