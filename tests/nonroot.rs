@@ -114,14 +114,16 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         return;
     }
     let sb = Sandbox::builder()
-        .hosts(3)
+        .hosts(4)
         .nix_daemons()
-        .sudo_password(&["h1", "h2", "h3"])
+        // h1 keeps its NOPASSWD rule: a mixed fleet, one password for the rest.
+        .sudo_password(&["h2", "h3", "h4"])
         .up();
     as_deploy(&sb);
     let rev = common::unique_rev();
+    let all = ["h1", "h2", "h3", "h4"];
     sb.edit_fleet(|f| {
-        for h in ["h1", "h2", "h3"] {
+        for h in all {
             f["hosts"][h]["rev"] = rev.into();
         }
     });
@@ -147,7 +149,7 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         "asked {} times:\n{}",
         run.prompts, run.transcript
     );
-    for h in ["h1", "h2", "h3"] {
+    for h in all {
         assert!(
             run.transcript.contains(&format!("{h} uid 0")),
             "{}",
@@ -173,7 +175,7 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
     );
     let mut places: Vec<PathBuf> = vec![sb.state_dir().to_path_buf(), "/nix/store".into()];
     places.push("/nix/var/nix/db".into());
-    for h in ["h1", "h2", "h3"] {
+    for h in all {
         places.push(sb.host_root(h).join("nix"));
         places.push(sb.host_root(h).join("run"));
         places.push(sb.host_root(h).join("home"));
@@ -188,10 +190,10 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         [sb.dir().join("sudo-password")]
     );
     assert!(
-        fs::read_to_string(sb.host_root("h1").join("run/sudo.log"))
+        fs::read_to_string(sb.host_root("h2").join("run/sudo.log"))
             .unwrap()
             .contains("COMMAND="),
-        "sudo on h1 logged its commands to the host's own log"
+        "sudo on h2 logged its commands to the host's own log"
     );
 }
 

@@ -31,6 +31,10 @@ struct Row<'a> {
     build_on: String,
     drv_path: &'a str,
     out_path: &'a str,
+    /// The argv that runs commands as root; empty when the login is root.
+    privilege_escalation: &'a [String],
+    /// `signingKey`, when set.
+    signing_key: Option<String>,
 }
 
 impl<'a> From<&'a Host> for Row<'a> {
@@ -48,6 +52,8 @@ impl<'a> From<&'a Host> for Row<'a> {
             },
             drv_path: &host.drv_path,
             out_path: &host.out_path,
+            privilege_escalation: &host.escalation.argv,
+            signing_key: host.signing_key.as_ref().map(|k| k.display().to_string()),
         }
     }
 }
