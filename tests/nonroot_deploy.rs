@@ -200,3 +200,34 @@ if !r.ok { throw `activate failed on ${r.failed}`; }
     let text = format!("{}{}", again.stdout, again.stderr);
     assert!(!text.contains("imported"), "{text}");
 }
+
+#[test]
+fn an_exec_past_its_timeout_is_stopped_as_the_login_and_as_root() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(2);
+    as_deploy_with_fresh_revs(&sb);
+    let book = runbook(
+        &sb,
+        "slow.rhai",
+        r#"
+exec(hosts(), "sleep 301", #{ timeout: 1 });
+exec(hosts(), "sleep 302", #{ timeout: 1, sudo: true });
+"#,
+    );
+    let out = run(&sb, &book, &[]);
+    assert!(!out.status.success(), "{out}");
+    assert!(format!("{out}").contains("was stopped"), "{out}");
+    for h in hosts(2) {
+        let gone = |what: &str| {
+            eventually(Duration::from_secs(10), || {
+                !sb.ssh(&h, &format!("pgrep -f '^sleep {what}$'"))
+                    .status
+                    .success()
+            })
+        };
+        assert!(gone("301"), "{h}: the login's command still runs");
+        assert!(gone("302"), "{h}: the root command still runs");
+    }
+}

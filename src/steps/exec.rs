@@ -58,13 +58,20 @@ pub async fn exec(
     .await
 }
 
-/// A per-command file on the host that records the command's ssh session id.
-fn session_file() -> String {
+/// A per-command file on the host that records the command's ssh session id: in
+/// `/run/nixdeploy` for commands run as root, in the login's home (where its ssh sessions
+/// start) for a non-root login's own commands, which cannot write `/run`.
+fn session_file(as_root: bool) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    format!("/run/nixdeploy/exec-{}-{nanos:x}.sid", std::process::id())
+    let dir = if as_root {
+        "/run/nixdeploy"
+    } else {
+        ".cache/nixdeploy"
+    };
+    format!("{dir}/exec-{}-{nanos:x}.sid", std::process::id())
 }
 
 /// Runs `command` in a subshell after recording the session id (sshd makes every channel's
@@ -72,7 +79,8 @@ fn session_file() -> String {
 /// everything the command started.
 fn wrapped(command: &str, pidfile: &str) -> String {
     let pf = quote(pidfile);
-    format!("mkdir -p /run/nixdeploy 2>/dev/null; read -r _ _ _ _ _ sid _ < /proc/$$/stat; {{ echo \"$sid\" > {pf}; }} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
+    let dir = quote(pidfile.rsplit_once('/').map_or(".", |(d, _)| d));
+    format!("mkdir -p {dir} 2>/dev/null; read -r _ _ _ _ _ sid _ < /proc/$$/stat; {{ echo \"$sid\" > {pf}; }} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
 }
 
 /// Ends every process of a command started by [`wrapped`].
@@ -111,7 +119,8 @@ async fn exec_one(
             });
         }
     };
-    let pidfile = session_file();
+    let as_root = opts.sudo || host.target_user.as_deref().is_none_or(|u| u == "root");
+    let pidfile = session_file(as_root);
     let script = wrapped(command, &pidfile);
     let limit = opts
         .max_output
