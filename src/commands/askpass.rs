@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
 use crate::exit::Failure;
-use crate::transport::Secret;
+use crate::transport::{Secret, SecretBuf};
 
 /// The prompt, written to the terminal (never to stdout or stderr).
 const PROMPT: &str = "[nixdeploy] sudo password for the fleet's logins: ";
@@ -52,7 +52,7 @@ pub fn ask() -> anyhow::Result<Secret> {
 /// Reads up to the end of the line byte by byte, so nothing after it is consumed. The buffer
 /// is reserved up front (no reallocation leaves copies behind) and zeroed when dropped.
 fn read_line(input: &mut impl Read) -> anyhow::Result<Secret> {
-    let mut bytes = Secret::new(Vec::with_capacity(1024)).into_vec_guard();
+    let mut bytes = SecretBuf::with_capacity(1024);
     let mut byte = [0u8; 1];
     loop {
         match input.read(&mut byte) {

@@ -201,10 +201,11 @@ impl SecretBuf {
     }
 }
 
-impl Secret {
-    /// A buffer to type into, starting with these bytes (reserve capacity in them up front).
-    pub fn into_vec_guard(self) -> SecretBuf {
-        SecretBuf(self)
+impl SecretBuf {
+    /// An empty buffer with room for `capacity` bytes, so typing never reallocates (which
+    /// would leave an unzeroed copy behind).
+    pub fn with_capacity(capacity: usize) -> SecretBuf {
+        SecretBuf(Secret(Vec::with_capacity(capacity)))
     }
 }
 

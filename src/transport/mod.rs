@@ -8,7 +8,7 @@ mod quote;
 mod ssh;
 mod tuning;
 
-pub use escalate::{Escalation, Feed, Secret, Tool, DEFAULT_ESCALATION};
+pub use escalate::{Escalation, Feed, Secret, SecretBuf, Tool, DEFAULT_ESCALATION};
 pub use pool::Pool;
 pub use privilege::Access;
 #[cfg(test)]
