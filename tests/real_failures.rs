@@ -151,6 +151,32 @@ fn a_host_whose_ssh_is_blocked_for_ten_seconds_is_confirmed_once_it_answers_agai
 }
 
 #[test]
+fn a_connection_dropped_during_activation_is_followed_by_a_confirmation_over_a_new_one() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    deploy_baseline(&sb, &["h1"]);
+    // Longer than the multiplexed connection's keepalives (3 × 5 s): it surely dies.
+    sb.edit_fleet(|f| f["hosts"]["h1"]["blockSshSecs"] = 20.into());
+    sb.set_behavior("h1", "block-ssh");
+    let new = sb.build_toplevel("h1");
+    let book = runbook(
+        &sb,
+        "dropped.rhai",
+        "let r = activate(copy(build(hosts())), #{ confirm_timeout: 45 });\nif !r.ok { throw `failed: ${r.failed}`; }",
+    );
+    let out = run(&sb, &book, &[]);
+
+    out.assert_success();
+    assert!(
+        out.stderr.contains("asking it over new connections"),
+        "{out}"
+    );
+    assert_fully_on(&sb, "h1", &new, &out);
+}
+
+#[test]
 fn without_magic_rollback_a_host_blocked_during_activation_is_still_reported_deployed() {
     if !common::skip_unless_root() {
         return;

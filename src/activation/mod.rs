@@ -3,11 +3,13 @@
 
 mod drive;
 mod lock;
+mod options;
 pub mod protocol;
 pub mod script;
 
 pub use drive::{Ending, Ongoing};
 pub use lock::{civil_from_days, lock, LockGuard};
+pub use options::{ActivateOptions, ConfirmMode, Mode, OnRefusal};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,121 +22,6 @@ use crate::report::{Event, FinalState, StepState};
 use crate::steps::{fan_out, fan_out_paths, HostResult, Outcome};
 use protocol::WatchdogState;
 use script::Activation;
-
-/// How a system is activated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Set the profile and activate now.
-    Switch,
-    /// Set the profile only; the new system runs after the next boot.
-    Boot,
-    /// Activate now without touching the profile.
-    Test,
-    /// Show what activation would do.
-    DryActivate,
-}
-
-impl Mode {
-    /// Parses `switch`, `boot`, `test` or `dry-activate`.
-    pub fn parse(s: &str) -> Result<Mode, String> {
-        match s {
-            "switch" => Ok(Mode::Switch),
-            "boot" => Ok(Mode::Boot),
-            "test" => Ok(Mode::Test),
-            "dry-activate" => Ok(Mode::DryActivate),
-            other => Err(format!(
-                "unknown activation mode `{other}`; expected switch, boot, test or dry-activate"
-            )),
-        }
-    }
-
-    /// The `switch-to-configuration` argument.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Switch => "switch",
-            Mode::Boot => "boot",
-            Mode::Test => "test",
-            Mode::DryActivate => "dry-activate",
-        }
-    }
-
-    fn runs_now(self) -> bool {
-        matches!(self, Mode::Switch | Mode::Test)
-    }
-}
-
-/// Who confirms an armed activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfirmMode {
-    /// nixdeploy confirms once the host has answered new connections through the settle window.
-    Auto,
-    /// The runbook calls `confirm(hosts)` or `rollback(hosts)` itself.
-    Manual,
-}
-
-/// What to do when NixOS refuses a live switch (a pre-switch check such as switch inhibitors).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnRefusal {
-    /// Change nothing and fail the host.
-    Fail,
-    /// Make the new system the boot default instead (`switch-to-configuration boot`); it runs
-    /// after the next reboot.
-    Boot,
-}
-
-impl OnRefusal {
-    /// Parses `fail` or `boot`.
-    pub fn parse(s: &str) -> Result<OnRefusal, String> {
-        match s {
-            "fail" => Ok(OnRefusal::Fail),
-            "boot" => Ok(OnRefusal::Boot),
-            other => Err(format!(
-                "unknown on_refusal `{other}`; expected \"fail\" or \"boot\""
-            )),
-        }
-    }
-
-    /// The word the watchdog script takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnRefusal::Fail => "fail",
-            OnRefusal::Boot => "boot",
-        }
-    }
-}
-
-/// Options of `activate`.
-#[derive(Debug, Clone)]
-pub struct ActivateOptions {
-    /// How to activate.
-    pub mode: Mode,
-    /// Arm the target's watchdog (switch and test only).
-    pub magic_rollback: bool,
-    /// How long the target waits for confirmation.
-    pub confirm_timeout: Duration,
-    /// How long `switch-to-configuration` may run.
-    pub activation_timeout: Duration,
-    /// Who confirms.
-    pub confirm: ConfirmMode,
-    /// How long the host must keep answering new connections before it is confirmed.
-    pub settle: Duration,
-    /// What to do when a live switch is refused.
-    pub on_refusal: OnRefusal,
-}
-
-impl Default for ActivateOptions {
-    fn default() -> Self {
-        ActivateOptions {
-            mode: Mode::Switch,
-            magic_rollback: true,
-            confirm_timeout: Duration::from_secs(30),
-            activation_timeout: Duration::from_secs(240),
-            confirm: ConfirmMode::Auto,
-            settle: Duration::from_secs(2),
-            on_refusal: OnRefusal::Fail,
-        }
-    }
-}
 
 /// An activation that waits for `confirm` or `rollback` from the runbook.
 #[derive(Debug, Clone)]
@@ -293,6 +180,58 @@ async fn activate_one(
         }
         lock(ctx, host).await?;
     }
+    let Launched {
+        mut on,
+        state,
+        now,
+        new_link,
+    } = launch(ctx, host, path, opts).await?;
+    value.previous = now.system.clone();
+    value.generation = new_link.as_deref().and_then(generation_of);
+    let confirm_here = opts.confirm == ConfirmMode::Auto;
+    match drive::drive(ctx, host, &mut on, state, confirm_here).await? {
+        Ending::Unchanged => unchanged(ctx, host, value, now.profile_link.as_deref()).await,
+        Ending::Deployed => finished(ctx, host, value).await,
+        Ending::Staged => {
+            value.state = "staged".into();
+            let message = format!(
+                "a live switch was refused; {path} is the boot default and runs after the next reboot"
+            );
+            ctx.reporter.message(
+                crate::report::Level::Warn,
+                format!("{}: {message}", host.name),
+            );
+            Ok(Outcome::done(value).with_message(message))
+        }
+        Ending::Armed => {
+            ctx.armed
+                .lock()
+                .unwrap()
+                .insert(host.name.clone(), Armed { ongoing: on });
+            value.state = "armed".into();
+            let secs = opts.confirm_timeout.as_secs();
+            Ok(Outcome::done(value)
+                .with_message(format!("armed: confirm within {secs}s or it rolls back")))
+        }
+    }
+}
+
+/// What starting an activation gave: the activation to drive and the state to drive it from.
+struct Launched {
+    on: Ongoing,
+    state: WatchdogState,
+    now: Current,
+    new_link: Option<String>,
+}
+
+/// Starts the watchdog and follows it until its first verdict — or, when the connection drops
+/// first, finds out over a new connection whether it was launched at all.
+async fn launch(
+    ctx: &Context,
+    host: &Host,
+    path: &str,
+    opts: &ActivateOptions,
+) -> anyhow::Result<Launched> {
     let token = token();
     let magic = opts.magic_rollback && opts.mode.runs_now();
     let act = Activation {
@@ -316,8 +255,6 @@ async fn activate_one(
     )
     .await;
     let now = run.current.clone().unwrap_or_default();
-    value.previous = now.system.clone();
-    value.generation = run.new_link.as_deref().and_then(generation_of);
     let mut on = Ongoing {
         token,
         path: path.to_string(),
@@ -357,32 +294,12 @@ async fn activate_one(
     if state == WatchdogState::Armed {
         on.armed_until(Instant::now() + opts.confirm_timeout);
     }
-    let confirm_here = opts.confirm == ConfirmMode::Auto;
-    match drive::drive(ctx, host, &mut on, state, confirm_here).await? {
-        Ending::Unchanged => unchanged(ctx, host, value, now.profile_link.as_deref()).await,
-        Ending::Deployed => finished(ctx, host, value).await,
-        Ending::Staged => {
-            value.state = "staged".into();
-            let message = format!(
-                "a live switch was refused; {path} is the boot default and runs after the next reboot"
-            );
-            ctx.reporter.message(
-                crate::report::Level::Warn,
-                format!("{}: {message}", host.name),
-            );
-            Ok(Outcome::done(value).with_message(message))
-        }
-        Ending::Armed => {
-            ctx.armed
-                .lock()
-                .unwrap()
-                .insert(host.name.clone(), Armed { ongoing: on });
-            value.state = "armed".into();
-            let secs = opts.confirm_timeout.as_secs();
-            Ok(Outcome::done(value)
-                .with_message(format!("armed: confirm within {secs}s or it rolls back")))
-        }
-    }
+    Ok(Launched {
+        on,
+        state,
+        now,
+        new_link: run.new_link,
+    })
 }
 
 async fn finished(
