@@ -92,6 +92,8 @@ pub struct RunOptions {
     pub interactive: bool,
     /// `--sign-with FILE`: the secret key that signs copied closures, for every host.
     pub sign_with: Option<std::path::PathBuf>,
+    /// Keep ssh masters this long after the run (`None`: close them at the end).
+    pub persist: Option<std::time::Duration>,
 }
 
 /// Everything a run shares.

@@ -850,7 +850,7 @@ fn catalogue() -> Vec<Case> {
             "no ssh on PATH: every host fails, none is reached",
             1,
             &[
-                "failed to start ssh (is openssh-client installed?)",
+                "failed to start ssh for web-1 (is openssh-client installed?)",
                 "bad.rhai:1:1",
             ],
         )

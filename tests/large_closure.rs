@@ -48,7 +48,9 @@ fn the_presence_check_lists_a_closure_of_thousands_of_paths() {
     let control = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let missing = runtime.block_on(async {
-        let conn = Connection::open(target, control.path()).await.unwrap();
+        let conn = Connection::open(target, control.path(), None)
+            .await
+            .unwrap();
         let missing = nixdeploy::steps::missing_paths(&conn, &top).await;
         // And Nix's own ssh, given an option with a space, copies the whole closure.
         let env = conn.nix_env().unwrap();

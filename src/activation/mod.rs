@@ -8,7 +8,7 @@ pub mod protocol;
 pub mod script;
 
 pub use drive::{Ending, Ongoing};
-pub use lock::{civil_from_days, lock, LockGuard};
+pub use lock::{lock, LockGuard};
 pub use options::{ActivateOptions, ConfirmMode, Mode, OnRefusal};
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 use crate::exit::{exit_for, Exit};
 
+mod ecosystem;
+
 /// Deploy NixOS configurations to fleets, with deployments written as Rhai runbooks.
 #[derive(Debug, Parser)]
 #[command(name = "nixdeploy", version, propagate_version = true)]
@@ -25,6 +27,25 @@ pub struct FleetArgs {
     /// Only these hosts: names, globs (`web-*`), tags (`@db`), `,` for union, `!` to exclude.
     #[arg(long, value_name = "SELECTOR")]
     pub on: Option<String>,
+}
+
+/// How connections to hosts are kept.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Keep each host's ssh master this many seconds after the run, for the next run to reuse
+    /// (`nixdeploy disconnect` ends them).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub persist: u64,
+    /// Close every connection at the end of the run.
+    #[arg(long, conflicts_with = "persist")]
+    pub no_persist: bool,
+}
+
+impl ConnectArgs {
+    /// How long masters outlive the run, if at all.
+    pub fn persist(&self) -> Option<std::time::Duration> {
+        (!self.no_persist && self.persist > 0).then(|| std::time::Duration::from_secs(self.persist))
+    }
 }
 
 /// Where runbook libraries are looked up.
@@ -49,27 +70,52 @@ enum Command {
     Doc(DocArgs),
     /// Show the deployment journal.
     Log(LogArgs),
+    /// End the ssh connections earlier runs kept open (`--persist`).
+    Disconnect,
+    /// Check the deploying machine and the selected hosts, read-only, and say how to fix problems.
+    Doctor(DoctorArgs),
     /// Disposable local targets: network namespaces running sshd, each with its own Nix store.
     Sandbox {
         #[command(subcommand)]
         action: SandboxAction,
     },
+    // ---- ecosystem: daily habits, setup and shell integration (cli/ecosystem.rs) ----
+    /// Build, copy and activate the selected hosts (the shipped `apply` runbook).
+    Apply(ecosystem::ApplyArgs),
+    /// Build the selected hosts' systems and print their store paths (the shipped `build` runbook).
+    Build(ecosystem::BuildArgs),
+    /// Run a command on the selected hosts, live and prefixed (the shipped `exec` runbook).
+    Exec(ecosystem::ExecArgs),
+    /// List the runbooks shipped with nixdeploy (`run NAME` uses them).
+    Runbooks(ecosystem::RunbooksArgs),
+    /// Set up a flake repo: a starter inventory from its hosts and a runbooks/ directory.
+    Init(ecosystem::InitArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(ecosystem::CompletionsArgs),
+    /// Print the man page (roff).
+    Man(ecosystem::ManArgs),
+    // ---- end of ecosystem ----
 }
 
 /// `nixdeploy run`.
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 struct RunArgs {
-    /// The runbook to run (`runbooks/apply.rhai`).
+    /// The runbook to run: a file (`runbooks/apply.rhai`), or the name of a shipped runbook
+    /// (`canary`; see `nixdeploy runbooks`) when no such file exists.
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     runbook: Option<PathBuf>,
     #[command(flatten)]
     fleet: FleetArgs,
     #[command(flatten)]
     lib: LibArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
-    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`.
+    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`, typed as the
+    /// runbook declares it (`--help` with a runbook lists them).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Print newline-delimited JSON events instead of the terminal view.
@@ -104,6 +150,8 @@ struct ReplArgs {
     fleet: FleetArgs,
     #[command(flatten)]
     lib: LibArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -143,6 +191,16 @@ struct DocArgs {
     out: PathBuf,
 }
 
+/// `nixdeploy doctor`.
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Print the report as JSON (see docs/doctor.md).
+    #[arg(long)]
+    json: bool,
+}
+
 /// `nixdeploy log`.
 #[derive(Debug, Args)]
 struct LogArgs {
@@ -161,7 +219,7 @@ enum SandboxAction {
     /// Bring up (or complete) a sandbox fleet.
     Up {
         /// How many hosts.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=256))]
         hosts: u32,
         /// How many remote builders (hosts that also build `aarch64-linux`).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
@@ -203,6 +261,17 @@ enum SandboxAction {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Break a host on purpose (no-tools, full-store, readonly-store, wrong-host-key,
+    /// sshd-down); `sandbox up` repairs it.
+    Fault {
+        /// The host to break (`h2`).
+        host: String,
+        /// How to break it.
+        fault: String,
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Remove every namespace, mount, process and file the sandbox created.
     Down {
         /// The sandbox directory.
@@ -213,6 +282,7 @@ enum SandboxAction {
 
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::limits::raise_open_files();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -230,16 +300,8 @@ fn render_error(err: &anyhow::Error) -> String {
             return f.message.clone();
         }
     }
-    let mut text = String::from("error: ");
-    let mut first = true;
-    for cause in err.chain() {
-        if !first {
-            text.push_str(": ");
-        }
-        first = false;
-        text.push_str(&cause.to_string());
-    }
-    text
+    // anyhow's alternate form is exactly "what: cause: cause", one `: ` per link of the chain.
+    format!("error: {err:#}")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
@@ -258,6 +320,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             ask_sudo_password: a.ask_sudo_password,
             sign_with: a.sign_with,
             help: a.help,
+            persist: a.connect.persist(),
+            shipped: false,
+            fail_on_step_failure: false,
+            usage: ecosystem::run_help(),
         }),
         Command::Repl(a) => commands::repl::run(commands::repl::Options {
             flake: a.fleet.flake,
@@ -265,10 +331,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             lib: a.lib.lib,
             parallel: a.parallel as usize,
             yes: a.yes,
+            persist: a.connect.persist(),
         }),
+        Command::Disconnect => commands::disconnect::run(),
         Command::Hosts(a) => commands::hosts::run(&a.fleet.flake, a.fleet.on.as_deref(), a.json),
         Command::Check(a) => commands::check::run(&a.runbooks, &a.lib.lib, a.flake.as_deref()),
         Command::Doc(a) => commands::doc::run(&a.out),
+        Command::Doctor(a) => commands::doctor::run(commands::doctor::Options {
+            flake: a.fleet.flake,
+            on: a.fleet.on,
+            json: a.json,
+        }),
         Command::Log(a) => commands::log::run(a.host.as_deref(), a.on.as_deref(), a.json),
         Command::Sandbox { action } => match action {
             SandboxAction::Up {
@@ -289,8 +362,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 nix_daemons,
             ),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),
+            SandboxAction::Fault { host, fault, dir } => {
+                commands::sandbox::fault(dir, &host, &fault)
+            }
             SandboxAction::Down { dir } => commands::sandbox::down(dir),
             SandboxAction::Reboot { host, dir } => commands::sandbox::reboot(dir, &host),
         },
+        // ---- ecosystem ----
+        Command::Apply(a) => ecosystem::apply(a),
+        Command::Build(a) => ecosystem::build(a),
+        Command::Exec(a) => ecosystem::exec(a),
+        Command::Runbooks(a) => ecosystem::runbooks(a),
+        Command::Init(a) => ecosystem::init(a),
+        Command::Completions(a) => ecosystem::completions(a),
+        Command::Man(a) => ecosystem::man(a),
     }
 }

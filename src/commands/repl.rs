@@ -19,6 +19,8 @@ pub struct Options {
     pub lib: Vec<PathBuf>,
     pub parallel: usize,
     pub yes: bool,
+    /// `--persist SECS` (`None`: `--no-persist`).
+    pub persist: Option<std::time::Duration>,
 }
 
 /// Starts the REPL.
@@ -35,6 +37,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         force_unlock: false,
         interactive: std::io::stdin().is_terminal(),
         sign_with: None,
+        persist: opts.persist,
     };
     // No `watch_interrupts` here: the REPL's own handler cancels one input, not the session.
     let ctx = make_context(

@@ -43,6 +43,13 @@ pub fn status(dir: Option<PathBuf>, json: bool) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// `sandbox fault`: break one host on purpose.
+pub fn fault(dir: Option<PathBuf>, host: &str, fault: &str) -> anyhow::Result<Exit> {
+    let fault = crate::sandbox::fault::Fault::parse(fault)?;
+    open(dir)?.fault(host, fault)?;
+    Ok(Exit::Success)
+}
+
 /// `sandbox down`: remove everything the sandbox created.
 pub fn down(dir: Option<PathBuf>) -> anyhow::Result<Exit> {
     let sandbox = open(dir)?;

@@ -115,11 +115,15 @@ fn discard_command(staged: &[Staged]) -> String {
     staged_call("discard", staged)
 }
 
-/// Gives a key its owner once the owner exists; `chown -h` changes a link itself, never
-/// what it points to.
+/// Gives a key its owner once the owner exists. Only the file nixdeploy left there is
+/// changed: a regular file, not a link, owned by root, with one name (a hard link to another
+/// file would carry the chown over to it); `chown -h` never follows a link. Prints `owned`,
+/// `missing` (no such owner yet) or `replaced` (the key is no longer the file we wrote).
 pub fn chown_command(dest: &str, user: &str, group: &str) -> String {
     format!(
-        "if id -u {u} >/dev/null 2>&1 && getent group {g} >/dev/null 2>&1; then chown -h {u}:{g} -- {p}; echo owned; else echo missing; fi",
+        "p={p}; if ! id -u {u} >/dev/null 2>&1 || ! getent group {g} >/dev/null 2>&1; then echo missing; \
+         elif [ -L \"$p\" ] || [ ! -f \"$p\" ] || [ \"$(stat -c '%u %h' -- \"$p\")\" != '0 1' ]; then echo replaced; \
+         else chown -h {u}:{g} -- \"$p\" && echo owned; fi",
         u = quote(user),
         g = quote(group),
         p = quote(dest)
@@ -268,8 +272,14 @@ pub async fn fix_owners(ctx: &Context, host: &Host) -> anyhow::Result<()> {
         let out = conn
             .run_root(&chown_command(&dest, &user, &group), None)
             .await?;
-        if !out.stdout.starts_with("owned") {
-            missing.push(format!("{dest} ({user}:{group})"));
+        match out.stdout.trim() {
+            "owned" => {}
+            "replaced" => bail!(
+                "the key {dest} on {} was replaced before its owner could be set (it is no \
+                 longer the root-owned file nixdeploy wrote); its owner was left alone",
+                host.name
+            ),
+            _ => missing.push(format!("{dest} ({user}:{group})")),
         }
     }
     if missing.is_empty() {
@@ -362,6 +372,33 @@ mod tests {
             chown_command("/run/keys/k", "app", "app"),
         ] {
             crate::transport::assert_valid_shell(&script);
+        }
+    }
+
+    /// The owner is only set on the file nixdeploy wrote: never through a link or a second name.
+    #[test]
+    fn setting_a_late_owner_refuses_links_and_extra_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |path: &std::path::Path| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(chown_command(&path.display().to_string(), "root", "root"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let target = dir.path().join("target");
+        std::fs::write(&target, "x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(run(&link), "replaced");
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&target, &hard).unwrap();
+        assert_eq!(run(&hard), "replaced");
+        if unsafe { libc::getuid() } == 0 {
+            let own = dir.path().join("own");
+            std::fs::write(&own, "x").unwrap();
+            assert_eq!(run(&own), "owned");
         }
     }
 

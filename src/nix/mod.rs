@@ -2,6 +2,7 @@
 
 mod argv;
 mod process;
+pub mod setup;
 
 pub use argv::{closure_argv, Nix, StoreUri};
 pub use process::{run_local, LocalOutput};

@@ -1,6 +1,7 @@
 //! Disposable local SSH targets: network namespaces running sshd, each with its own Nix store.
 
 pub mod client;
+pub mod fault;
 pub mod flake;
 pub mod netns;
 mod reboot;
@@ -22,8 +23,8 @@ use crate::exit::Failure;
 use sshd::HostDirs;
 use state::{HostState, Lock, Role, State};
 
-/// Most targets one sandbox holds (addresses `.11`–`.74`).
-pub const MAX_HOSTS: usize = 64;
+/// Most targets one sandbox holds (see [`netns::host_address`]).
+pub const MAX_HOSTS: usize = 256;
 /// Most builders one sandbox holds (addresses `.201`–`.208`).
 pub const MAX_BUILDERS: usize = 8;
 /// How many hosts are set up at once.
@@ -465,6 +466,24 @@ pub fn preflight() -> anyhow::Result<()> {
              scripts/install-deps.sh",
             missing.join(", ")
         )));
+    }
+    ensure_mount_points()
+}
+
+/// Creates the directories every host's private ones are mounted on, when this machine lacks
+/// them: a fresh machine may have no `/nix` (Nix makes it on first use) and no `/etc/nix`.
+/// A mount point needs no content, so an empty directory changes nothing else here.
+fn ensure_mount_points() -> anyhow::Result<()> {
+    for dir in sshd::MOUNT_POINTS {
+        let dir = Path::new(dir);
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "failed to create {}, the mount point of every sandbox host's own",
+                    dir.display()
+                )
+            })?;
+        }
     }
     Ok(())
 }

@@ -94,19 +94,26 @@ impl HostDirs {
         self.etc_ssh().join("ssh_host_ed25519_key.pub")
     }
 
-    /// `(machine path, mount point inside the host)`; `/run` and `/root` come last so
-    /// a sandbox directory below either still resolves (sources are opened before mounting).
+    /// `(machine path, mount point inside the host)`: [`MOUNT_POINTS`] and the host's private
+    /// account files; `/run` and `/root` come last so a sandbox directory below either still
+    /// resolves (sources are opened before mounting).
     fn mounts(&self) -> Vec<(PathBuf, &'static str)> {
         let mut mounts = vec![
-            (self.nix(), "/nix"),
-            (self.etc_nix(), "/etc/nix"),
-            (self.etc_ssh(), "/etc/ssh"),
+            (self.nix(), MOUNT_POINTS[0]),
+            (self.etc_nix(), MOUNT_POINTS[1]),
+            (self.etc_ssh(), MOUNT_POINTS[2]),
         ];
         mounts.extend(super::users::mounts(self));
-        mounts.extend([(self.home(), "/root"), (self.run(), "/run")]);
+        mounts.extend([
+            (self.home(), MOUNT_POINTS[3]),
+            (self.run(), MOUNT_POINTS[4]),
+        ]);
         mounts
     }
 }
+
+/// Where a host's private directories are mounted: they must exist on the machine.
+pub const MOUNT_POINTS: [&str; 5] = ["/nix", "/etc/nix", "/etc/ssh", "/root", "/run"];
 
 /// Generates an ed25519 key without passphrase unless `path` already holds one.
 pub fn ensure_key(path: &Path, comment: &str) -> anyhow::Result<()> {
@@ -159,11 +166,18 @@ pub fn new_boot_id(dirs: &HostDirs) -> anyhow::Result<()> {
 }
 
 /// The per-host `nix.conf`.
+///
+/// `build-users-group =`: builds on a host run as root, never as the machine's `nixbld` users.
+/// Hosts share this machine's users and processes but each has its own `/nix`, so their Nix
+/// would hand out the same build uids from separate pools, and Nix kills every process of a
+/// build uid before and after using it: a build on a host killed the deployer's concurrent
+/// builds with signal 9 (tests/concurrent_builds.rs pins this).
 pub fn nix_conf(builder: bool, access: &Access, public_key: &str) -> String {
     let mut text = String::from(
         "# Written by `nixdeploy sandbox up`.\n\
          sandbox = false\n\
          substituters =\n\
+         build-users-group =\n\
          experimental-features = nix-command flakes\n",
     );
     text.push_str(&super::users::nix_conf_lines(access, public_key));

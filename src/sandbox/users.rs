@@ -247,8 +247,7 @@ pub fn nix_conf_lines(access: &Access, public_key: &str) -> String {
     } else {
         "root".to_string()
     };
-    // The daemon builds as root: the host's private /etc/group has no nixbld users.
-    format!("trusted-users = {trusted}\ntrusted-public-keys = {public_key}\nbuild-users-group =\n")
+    format!("trusted-users = {trusted}\ntrusted-public-keys = {public_key}\n")
 }
 
 /// Writes the host's account files: the machine's users (every password locked with `*`, so

@@ -9,7 +9,7 @@ mod ssh;
 mod tuning;
 
 pub use escalate::{Escalation, Feed, Secret, SecretBuf, Tool, DEFAULT_ESCALATION};
-pub use pool::Pool;
+pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
 pub use privilege::Access;
 #[cfg(test)]
 pub use quote::assert_valid_shell;

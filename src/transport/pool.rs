@@ -1,22 +1,62 @@
-//! The connection pool: at most one multiplexed connection per host, opened on first use and shared by every step.
+//! The connection pool: at most one multiplexed connection per host, opened on first use and
+//! shared by every step; opened a few at a time, retried when the failure looks transient, and
+//! optionally kept warm for the next run (persisted masters).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::anyhow;
-use tokio::sync::OnceCell;
+use anyhow::{anyhow, Context as _};
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::{Access, Connection, Secret, Target};
 use crate::fleet::HostName;
 
-type Slot = Arc<OnceCell<Result<Arc<Connection>, String>>>;
+type Slot = Arc<OnceCell<Arc<Connection>>>;
 
-/// Open connections by host. A host that could not be reached stays failed for the rest of the
-/// run (every later step reports the same error at once) until [`Pool::reconnect`].
+/// At most this many ssh handshakes are in flight at once, whatever `--parallel` says: sshd's
+/// default `MaxStartups 10:30:100` starts dropping unauthenticated connections past 10, and a
+/// bastion sees every handshake of the fleet.
+pub const MAX_HANDSHAKES: usize = 10;
+
+/// How many times a connection that failed in a way that may pass is tried in all.
+const ATTEMPTS: u32 = 3;
+
+/// How the pool opens and keeps connections.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Handshakes in flight at once (`--parallel`, capped at [`MAX_HANDSHAKES`]).
+    pub parallel: usize,
+    /// Keep masters this long after the run, in the state directory, for the next run to
+    /// reuse (`None`: close them at the end, in a throwaway directory).
+    pub persist: Option<Duration>,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            parallel: MAX_HANDSHAKES,
+            persist: None,
+        }
+    }
+}
+
+/// Where the control sockets live.
+enum ControlDir {
+    /// A private directory removed with the pool.
+    Temporary(tempfile::TempDir),
+    /// `state_dir()/ssh`, kept across runs (mode 0700, owned by us).
+    Persistent(PathBuf),
+}
+
+/// Open connections by host. A failed connection is not remembered: the next step that needs
+/// the host tries again.
 pub struct Pool {
-    dir: tempfile::TempDir,
+    dir: ControlDir,
     slots: Mutex<HashMap<HostName, Slot>>,
+    handshakes: Semaphore,
+    persist: Option<Duration>,
     /// The sudo password of this run (`--ask-sudo-password`), fed to every escalated command.
     password: Mutex<Option<Arc<Secret>>>,
     /// How each host's commands became root when it was last connected to, for the brand-new
@@ -26,14 +66,26 @@ pub struct Pool {
 
 impl Pool {
     /// A pool whose control sockets live in a fresh private directory under `/tmp`
-    /// (socket paths must stay short).
+    /// (socket paths must stay short), closed at the end of the run.
     pub fn new() -> anyhow::Result<Pool> {
-        let dir = tempfile::Builder::new()
-            .prefix("nixdeploy-")
-            .tempdir_in("/tmp")?;
+        Pool::with_options(PoolOptions::default())
+    }
+
+    /// A pool shaped by `opts`.
+    pub fn with_options(opts: PoolOptions) -> anyhow::Result<Pool> {
+        let dir = match opts.persist {
+            Some(_) => ControlDir::Persistent(persistent_dir()?),
+            None => ControlDir::Temporary(
+                tempfile::Builder::new()
+                    .prefix("nixdeploy-")
+                    .tempdir_in("/tmp")?,
+            ),
+        };
         Ok(Pool {
             dir,
             slots: Mutex::new(HashMap::new()),
+            handshakes: Semaphore::new(opts.parallel.clamp(1, MAX_HANDSHAKES)),
+            persist: opts.persist,
             password: Mutex::new(None),
             accesses: Mutex::new(HashMap::new()),
         })
@@ -41,32 +93,34 @@ impl Pool {
 
     /// Where the control sockets are.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        match &self.dir {
+            ControlDir::Temporary(t) => t.path(),
+            ControlDir::Persistent(p) => p,
+        }
+    }
+
+    /// Whether masters outlive the run.
+    pub fn persists(&self) -> bool {
+        self.persist.is_some()
     }
 
     fn slot(&self, host: &HostName) -> Slot {
-        let mut slots = self.slots.lock().unwrap();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.entry(host.clone()).or_default().clone()
     }
 
-    /// The connection to `target`, opening it if this is the first use.
+    /// The connection to `target`, opening it if this is the first use (or the last try failed).
     pub async fn get(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
         let slot = self.slot(&target.host);
-        let result = slot
-            .get_or_init(|| async {
-                self.open(target)
-                    .await
-                    .map(Arc::new)
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .await;
-        result.clone().map_err(|e| anyhow!(e))
+        slot.get_or_try_init(|| async { self.open(target).await.map(Arc::new) })
+            .await
+            .cloned()
     }
 
     /// Opens a connection and finds out how its commands become root, before anything else
     /// runs on the host (a host whose escalation would prompt fails here).
     async fn open(&self, target: &Target) -> anyhow::Result<Connection> {
-        let mut conn = Connection::open(target.clone(), self.dir.path()).await?;
+        let mut conn = self.connect(target).await?;
         let password = self.password.lock().unwrap().clone();
         match super::privilege::probe(&conn, password.as_ref()).await {
             Ok(access) => {
@@ -84,12 +138,38 @@ impl Pool {
         }
     }
 
-    /// Sets the sudo password for every later escalated command; hosts that failed before
-    /// (for want of it) are tried again on their next use.
+    /// Connects: reuses a persisted master that still answers, otherwise starts one, at most
+    /// [`MAX_HANDSHAKES`] at once, retrying failures that may pass with a backoff.
+    async fn connect(&self, target: &Target) -> anyhow::Result<Connection> {
+        let _permit = self
+            .handshakes
+            .acquire()
+            .await
+            .map_err(|_| anyhow!("the connection pool is closed"))?;
+        if self.persist.is_some() {
+            if let Some(conn) = Connection::resume(target.clone(), self.dir()).await {
+                return Ok(conn);
+            }
+        }
+        let mut delay = Duration::from_millis(300);
+        let mut attempt = 1;
+        loop {
+            match Connection::open(target.clone(), self.dir(), self.persist).await {
+                Ok(conn) => return Ok(conn),
+                Err(err) if attempt < ATTEMPTS && is_transient(&format!("{err:#}")) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 3;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Sets the sudo password for every later escalated command (hosts that failed for want
+    /// of it are tried again on their next use: failures are not cached).
     pub fn set_sudo_password(&self, password: Secret) {
         *self.password.lock().unwrap() = Some(Arc::new(password));
-        let mut slots = self.slots.lock().unwrap();
-        slots.retain(|_, slot| !matches!(slot.get(), Some(Err(_))));
     }
 
     /// How `host`'s commands become root, as found when it was last connected to (`Direct`
@@ -108,28 +188,138 @@ impl Pool {
         self.password.lock().unwrap().is_some()
     }
 
-    /// Drops the cached connection (or failure) of `target` and opens a new one.
+    /// Drops the cached connection of `target` and opens a new one.
     pub async fn reconnect(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
         let old = {
-            let mut slots = self.slots.lock().unwrap();
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.insert(target.host.clone(), Slot::default())
         };
-        if let Some(Ok(conn)) = old.as_ref().and_then(|s| s.get()) {
+        if let Some(conn) = old.as_ref().and_then(|s| s.get()) {
             conn.close().await;
         }
         self.get(target).await
     }
 
-    /// Closes every open connection, all at once (each close is an `ssh -O exit`).
+    /// Ends the run's connections, all at once (each close is an `ssh -O exit`); persisted
+    /// masters are left running for the next run and exit by themselves when idle.
     pub async fn close_all(&self) {
-        let slots: Vec<Slot> = self.slots.lock().unwrap().values().cloned().collect();
+        if self.persists() {
+            return;
+        }
+        let slots: Vec<Slot> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let mut closing = tokio::task::JoinSet::new();
         for slot in slots {
-            if let Some(Ok(conn)) = slot.get() {
+            if let Some(conn) = slot.get() {
                 let conn = conn.clone();
                 closing.spawn(async move { conn.close().await });
             }
         }
         while closing.join_next().await.is_some() {}
+    }
+}
+
+/// Failures worth another try: the network or sshd's `MaxStartups` dropping the handshake.
+/// A refused login, an unknown or changed host key, or a bad name fail at once.
+fn is_transient(message: &str) -> bool {
+    const FINAL: [&str; 6] = [
+        "Permission denied",
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "Could not resolve hostname",
+        "Bad configuration option",
+        "too many open files",
+    ];
+    const TRANSIENT: [&str; 6] = [
+        "kex_exchange_identification",
+        "Connection reset",
+        "Connection closed by",
+        "Connection timed out",
+        "Operation timed out",
+        "banner exchange",
+    ];
+    !FINAL.iter().any(|f| message.contains(f)) && TRANSIENT.iter().any(|t| message.contains(t))
+}
+
+/// `state_dir()/ssh`: created mode 0700; refused when it is a link or not ours alone, since a
+/// socket there is a logged-in session to a host.
+fn persistent_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = crate::paths::state_dir().join("ssh");
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .with_context(|| format!("cannot inspect {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    anyhow::ensure!(
+        meta.is_dir() && meta.uid() == me && meta.permissions().mode() & 0o077 == 0,
+        "{} must be a directory owned by uid {me} with mode 0700 (it holds live ssh sessions); \
+         fix or remove it, or pass --no-persist",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// Ends every persisted master in the state directory (`nixdeploy disconnect`); returns how
+/// many were ended.
+pub async fn disconnect_all() -> anyhow::Result<usize> {
+    let dir = crate::paths::state_dir().join("ssh");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut ended = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sock") {
+            continue;
+        }
+        let status = tokio::process::Command::new("ssh")
+            .arg("-S")
+            .arg(&path)
+            .args(["-O", "exit", "nixdeploy-persisted"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        if status.is_ok_and(|s| s.success()) {
+            ended += 1;
+        }
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path.with_extension("log"));
+    }
+    Ok(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_handshakes_are_retried_but_refusals_are_not() {
+        assert!(is_transient(
+            "cannot reach h1: kex_exchange_identification: read: Connection reset by peer"
+        ));
+        assert!(is_transient(
+            "ssh: connect to host 10.0.0.1 port 22: Connection timed out"
+        ));
+        assert!(!is_transient("root@h1: Permission denied (publickey)."));
+        assert!(!is_transient("Host key verification failed."));
+        assert!(!is_transient(
+            "ssh: connect to host h1 port 22: Connection refused"
+        ));
     }
 }

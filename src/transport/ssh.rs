@@ -16,6 +16,12 @@ use crate::fleet::{Host, HostName, Inventory};
 /// How long a new ssh connection may take to be established.
 const CONNECT_TIMEOUT_SECS: u32 = 10;
 
+/// How long an idle master of a run that does not persist its connections stays.
+const IDLE_EXIT_SECS: u64 = 30;
+
+/// How long a persisted master has to answer before a new one replaces it.
+const RESUME_CHECK: Duration = Duration::from_secs(3);
+
 /// Everything needed to open an ssh connection to one host.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -81,7 +87,18 @@ impl Target {
 
     /// The argv that starts the background master connection on `control` (a socket path);
     /// `tuning` may put faster ciphers first, after the user's own options (see [`Tuning`]).
-    pub fn master_argv(&self, control: &Path, log: &Path, tuning: &Tuning) -> Vec<String> {
+    ///
+    /// The master exits by itself once idle for [`IDLE_EXIT_SECS`], so a deployer killed outright
+    /// leaves nothing behind for long; a persisted master (`persist`) waits that long instead
+    /// for the next run.
+    pub fn master_argv(
+        &self,
+        control: &Path,
+        log: &Path,
+        tuning: &Tuning,
+        persist: Option<Duration>,
+    ) -> Vec<String> {
+        let idle = persist.map_or(IDLE_EXIT_SECS, |d| d.as_secs().max(1));
         let mut argv = vec![
             "ssh".to_string(),
             "-M".into(),
@@ -91,9 +108,8 @@ impl Target {
             control.display().to_string(),
             "-E".into(),
             log.display().to_string(),
-            // The master exits by itself once idle, so a deployer killed outright leaves nothing behind for long.
             "-o".into(),
-            "ControlPersist=30".into(),
+            format!("ControlPersist={idle}"),
             "-o".into(),
             format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"),
             // A dead network must be noticed: three missed keepalives end the connection.
@@ -255,12 +271,60 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Starts the master connection, with its socket in `control_dir`.
-    pub async fn open(target: Target, control_dir: &Path) -> anyhow::Result<Connection> {
-        let control = control_dir.join(format!("{}.sock", target.host));
-        let log = control_dir.join(format!("{}.log", target.host));
+    /// The control socket of `target` in `control_dir`: named after the host and a hash of
+    /// everything that decides where the connection goes, so a persisted master is only ever
+    /// reused for the same destination, login, port, config and options.
+    pub fn control_path(target: &Target, control_dir: &Path) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &target.destination,
+            &target.user,
+            target.port,
+            &target.config,
+            &target.options,
+        )
+            .hash(&mut h);
+        control_dir.join(format!("{}-{:016x}.sock", target.host, h.finish()))
+    }
+
+    /// A persisted master for `target` in `control_dir` that still carries a command to the
+    /// host and back; a dead or stale one is ended and `None` returned.
+    pub async fn resume(target: Target, control_dir: &Path) -> Option<Connection> {
+        let control = Connection::control_path(&target, control_dir);
+        if !control.exists() {
+            return None;
+        }
+        let log = control.with_extension("log");
+        let conn = Connection {
+            session: Arc::new(openssh::Session::resume_mux(
+                control.clone().into_boxed_path(),
+                Some(log.into_boxed_path()),
+            )),
+            target,
+            control,
+            access: Default::default(),
+        };
+        let answered = tokio::time::timeout(RESUME_CHECK, conn.run("true", None)).await;
+        if matches!(answered, Ok(Ok(ref out)) if out.success()) {
+            return Some(conn);
+        }
+        conn.close().await;
+        let _ = std::fs::remove_file(&conn.control);
+        None
+    }
+
+    /// Starts the master connection, with its socket in `control_dir`; it outlives the run by
+    /// `persist` when given.
+    pub async fn open(
+        target: Target,
+        control_dir: &Path,
+        persist: Option<Duration>,
+    ) -> anyhow::Result<Connection> {
+        let control = Connection::control_path(&target, control_dir);
+        let log = control.with_extension("log");
         let _ = std::fs::remove_file(&control);
-        let argv = target.master_argv(&control, &log, &Tuning::of(&target).await);
+        let argv = target.master_argv(&control, &log, &Tuning::of(&target).await, persist);
         let status = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -268,7 +332,17 @@ impl Connection {
             .stderr(Stdio::null())
             .status()
             .await
-            .context("failed to start ssh (is openssh-client installed?)")?;
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::EMFILE) | Some(libc::ENFILE) => anyhow!(
+                    "cannot start ssh for {}: too many open files; raise the limit \
+                     (`ulimit -n`, LimitNOFILE=) or lower --parallel",
+                    target.host
+                ),
+                _ => anyhow!(
+                    "failed to start ssh for {} (is openssh-client installed?): {err}",
+                    target.host
+                ),
+            })?;
         if !status.success() {
             let detail = std::fs::read_to_string(&log).unwrap_or_default();
             let detail = detail
@@ -307,12 +381,14 @@ impl Connection {
     /// The environment that makes `nix copy --to ssh-ng://…` ride on this connection (see
     /// [`nix_ssh_env`]).
     pub fn nix_env(&self) -> anyhow::Result<Vec<(String, String)>> {
+        // Named like the control socket, which is unique per destination and options.
         let dir = self.control.parent().unwrap_or(Path::new("/tmp"));
-        nix_ssh_env(
-            dir,
-            self.target.host.as_str(),
-            &self.target.nix_ssh_args(&self.control),
-        )
+        let name = self
+            .control
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.target.host.to_string());
+        nix_ssh_env(dir, &name, &self.target.nix_ssh_args(&self.control))
     }
 
     /// Runs a shell command line (already quoted), feeding `stdin`, collecting its output.
@@ -499,6 +575,7 @@ mod tests {
             Path::new("/c/web-1.sock"),
             Path::new("/c/web-1.log"),
             &Tuning::default(),
+            None,
         );
         let line = argv.join(" ");
         assert!(line.starts_with("ssh -M -f -N -S /c/web-1.sock"));
@@ -522,7 +599,7 @@ mod tests {
             aes_gcm: true,
         };
         let master = target()
-            .master_argv(Path::new("/c/s"), Path::new("/c/l"), &tuning)
+            .master_argv(Path::new("/c/s"), Path::new("/c/l"), &tuning, None)
             .join(" ");
         assert!(master.contains("-o Compression=yes -o Ciphers=^aes256-gcm@openssh.com"));
         let fresh = target().fresh_argv("true", 5, &tuning).join(" ");

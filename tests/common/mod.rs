@@ -405,6 +405,14 @@ impl Sandbox {
         self.dir.join("hosts").join(host)
     }
 
+    /// Breaks `host` on purpose with `nixdeploy sandbox fault` (`no-tools`, `full-store`,
+    /// `readonly-store`, `wrong-host-key`, `sshd-down`).
+    pub fn fault(&self, host: &str, fault: &str) {
+        let dir = self.dir().to_str().expect("utf-8 dir").to_string();
+        self.nixdeploy(&["sandbox", "fault", host, fault, "--dir", &dir])
+            .success();
+    }
+
     /// `ssh -F <ssh_config> host cmd` (the command is one remote shell string).
     pub fn ssh(&self, host: &str, cmd: &str) -> Output {
         Command::new("ssh")

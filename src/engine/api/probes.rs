@@ -56,6 +56,47 @@ pub mod api {
         Ok(m)
     }
 
+    /// Runs `nixdeploy doctor`'s checks, read-only: the deploying machine's, then each host's
+    /// (reachability and host key, escalation, the Nix store as `copy` reaches it, Nix trust,
+    /// activation's tools, `/run`, free space, the system type). Returns
+    /// `#{ ok, failed, checks }`: `ok` is false when any check failed, `failed` the names of the
+    /// hosts with a failed check, `checks` one `#{ host, check, status, detail, fix }` per row
+    /// (`host` is `()` for the deploying machine; see docs/doctor.md). It changes nothing, so it
+    /// also runs in a dry run.
+    ///
+    /// ```rhai
+    /// let d = doctor(hosts());
+    /// if !d.ok { throw `not ready: ${d.failed}`; }
+    /// ```
+    #[rhai_fn(return_raw)]
+    pub fn doctor(ctx: NativeCallContext, hosts: Dynamic) -> Result<rhai::Map, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let mut checks = crate::doctor::check_deployer();
+        let inventory = &api.ctx.inventory;
+        checks.extend(
+            api.ctx
+                .runtime
+                .block_on(crate::doctor::check_hosts(inventory, &hosts)),
+        );
+        let report = crate::doctor::Report::new(checks);
+        let failed: rhai::Array = report
+            .failed_hosts()
+            .into_iter()
+            .map(Dynamic::from)
+            .collect();
+        let rows = rhai::serde::to_dynamic(&report.checks)
+            .map_err(|e| format!("doctor: cannot convert the report: {e}"))?;
+        let mut m = rhai::Map::new();
+        m.insert("ok".into(), report.ok.into());
+        m.insert("failed".into(), failed.into());
+        m.insert("checks".into(), rows);
+        Ok(m)
+    }
+
     /// Can the deploying machine open a TCP connection to `address:port` within the timeout?
     ///
     /// ```rhai
