@@ -7,8 +7,9 @@ set -eu
 
 # nix-setup-systemd is Debian's Nix setup (nix.conf, the nixbld group and build users); it is
 # only a Recommends of nix-bin, so --no-install-recommends would skip it. sudo is what the
-# sandbox's non-root logins escalate with; procps gives the tests `ps`.
-packages="nix-bin nix-setup-systemd openssh-server openssh-client busybox-static iproute2 git tmux sudo procps"
+# sandbox's non-root logins escalate with; procps gives the tests `ps`; openssl hashes the
+# sandbox login's password.
+packages="nix-bin nix-setup-systemd openssh-server openssh-client busybox-static iproute2 git tmux sudo procps openssl"
 
 missing=""
 for package in $packages; do

@@ -90,6 +90,8 @@ pub struct RunOptions {
     pub force_unlock: bool,
     /// Standard input is a terminal (gates can ask).
     pub interactive: bool,
+    /// `--sign-with FILE`: the secret key that signs copied closures, for every host.
+    pub sign_with: Option<std::path::PathBuf>,
     /// Keep ssh masters this long after the run (`None`: close them at the end).
     pub persist: Option<std::time::Duration>,
 }

@@ -44,6 +44,7 @@ fn the_presence_check_lists_a_closure_of_thousands_of_paths() {
         options: vec!["-o".into(), "ServerAliveInterval 7".into()],
         system: "x86_64-linux".into(),
         local: false,
+        escalation: Default::default(),
     };
     let control = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();

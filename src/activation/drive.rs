@@ -112,7 +112,7 @@ pub async fn follow(
     };
     let out = tokio::time::timeout(
         limit,
-        conn.run_streaming(command, Some(stdin.as_bytes()), &on_line),
+        conn.run_root_streaming(command, Some(stdin.as_bytes()), &on_line),
     )
     .await
     .map_err(|_| anyhow!("activation on {} did not finish in time", host.name))
@@ -166,7 +166,11 @@ pub fn parse_followed(lines: &[String], error: Option<anyhow::Error>) -> Followe
 pub async fn observe(ctx: &Context, host: &Host, on: &Ongoing, wait: Duration) -> Option<Observed> {
     let out = ctx
         .target(host)
-        .run_fresh(&script::read_state(&on.token, &on.profile), wait)
+        .run_fresh_root(
+            &ctx.pool.access(&host.name),
+            &script::read_state(&on.token, &on.profile),
+            wait,
+        )
         .await
         .ok()?;
     if out.status != Some(0) {
@@ -296,7 +300,8 @@ async fn settle_and_confirm(
         let wait = left.clamp(Duration::from_secs(1), Duration::from_secs(3));
         let answer = if ready {
             target
-                .run_fresh(
+                .run_fresh_root(
+                    &ctx.pool.access(&host.name),
                     &script::confirm(&on.token, &on.profile),
                     wait + Duration::from_secs(12),
                 )

@@ -112,7 +112,7 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
     );
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     for attempt in 0..2 {
-        let mut child = conn.spawn_held(&lock_command(&owner)).await?;
+        let mut child = conn.spawn_held_root(&lock_command(&owner)).await?;
         let stdout = child.stdout().take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -151,7 +151,7 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
                 ),
             );
             if !pending {
-                conn.run(&break_command(), None).await?;
+                conn.run_root(&break_command(), None).await?;
             } else {
                 bail!(
                     "{} has an activation waiting for confirmation or rollback; it ends within its confirm timeout (not broken by --force-unlock)",

@@ -71,7 +71,7 @@ fn token() -> String {
 
 async fn current(ctx: &Context, host: &Host) -> anyhow::Result<Current> {
     let conn = ctx.pool.get(&ctx.target(host)).await?;
-    let out = conn.run(&script::probe(&host.profile), None).await?;
+    let out = conn.run_root(&script::probe(&host.profile), None).await?;
     let mut lines = out.stdout.lines().map(|l| {
         let l = l.trim();
         (!l.is_empty()).then(|| l.to_string())
@@ -424,7 +424,8 @@ async fn rollback_one(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Acti
     let target = ctx.target(host);
     if let Some(Armed { ongoing: armed }) = armed {
         let out = target
-            .run_fresh(
+            .run_fresh_root(
+                &ctx.pool.access(&host.name),
                 &script::request_rollback(&armed.token),
                 Duration::from_secs(75),
             )
@@ -456,7 +457,7 @@ async fn rollback_one(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Acti
     let conn = ctx.pool.get(&target).await?;
     let before = current(ctx, host).await?;
     let out = conn
-        .run(&script::plain_rollback(&host.profile), None)
+        .run_root(&script::plain_rollback(&host.profile), None)
         .await?;
     let last = out.stdout.lines().last().unwrap_or("").trim().to_string();
     if last == "no-previous" {

@@ -34,6 +34,12 @@ pub struct ThinRunArgs {
     /// Break deploy locks held by other runs (loudly).
     #[arg(long)]
     force_unlock: bool,
+    /// Ask once, on the terminal, for the sudo password of the hosts' logins (see `run`).
+    #[arg(long)]
+    ask_sudo_password: bool,
+    /// Sign what is copied with this secret key file (see `run`).
+    #[arg(long, value_name = "FILE")]
+    sign_with: Option<PathBuf>,
 }
 
 /// How `nixdeploy apply` activates (the shipped apply runbook's `mode`).
@@ -154,6 +160,8 @@ fn thin(name: &str, a: ThinRunArgs, set: Vec<String>, strict: bool) -> anyhow::R
         dry_run: a.dry_run,
         yes: a.yes,
         force_unlock: a.force_unlock,
+        ask_sudo_password: a.ask_sudo_password,
+        sign_with: a.sign_with,
         help: false,
         fail_on_step_failure: strict,
         usage: run_help(),

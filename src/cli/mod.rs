@@ -130,6 +130,14 @@ struct RunArgs {
     /// Break deploy locks held by other runs (loudly).
     #[arg(long)]
     force_unlock: bool,
+    /// Ask once, on the terminal, for the sudo password of the hosts' logins (before any host
+    /// is touched); it is fed to `sudo -S` over stdin for every command that needs root.
+    #[arg(long)]
+    ask_sudo_password: bool,
+    /// Sign what `copy` sends with this secret key file (`nix key generate-secret`), for
+    /// logins the hosts' Nix does not trust; overrides `signingKey` in the inventory.
+    #[arg(long, value_name = "FILE")]
+    sign_with: Option<PathBuf>,
     /// Print help (with the runbook's own parameters when a runbook is given).
     #[arg(long, short = 'h')]
     help: bool,
@@ -223,6 +231,18 @@ enum SandboxAction {
         /// for this sandbox); the flake's inventory then has `defaults.cache`.
         #[arg(long)]
         cache: bool,
+        /// Hosts whose `deploy` login must type its password for sudo (comma-separated);
+        /// on the others its sudo rule is NOPASSWD.
+        #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+        sudo_password: Vec<String>,
+        /// Hosts whose Nix daemon does not trust `deploy` (comma-separated); copies to them
+        /// must be signed.
+        #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+        untrusted: Vec<String>,
+        /// Every host runs its own Nix daemon, so its `deploy` login can use the store
+        /// (copy, build on target); hosts named by --untrusted always do.
+        #[arg(long)]
+        nix_daemons: bool,
         /// The sandbox directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -301,6 +321,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             dry_run: a.dry_run,
             yes: a.yes,
             force_unlock: a.force_unlock,
+            ask_sudo_password: a.ask_sudo_password,
+            sign_with: a.sign_with,
             help: a.help,
             persist: a.connect.persist(),
             shipped: false,
@@ -331,6 +353,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 builders,
                 size_kib,
                 cache,
+                sudo_password,
+                untrusted,
+                nix_daemons,
                 dir,
             } => commands::sandbox::up(
                 dir,
@@ -339,6 +364,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                     builders: builders as usize,
                     size_kib,
                     cache,
+                    sudo_password,
+                    untrusted,
+                    nix_daemons,
                 },
             ),
             SandboxAction::Status { dir, json } => commands::sandbox::status(dir, json),

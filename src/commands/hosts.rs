@@ -42,6 +42,10 @@ struct Row<'a> {
     local: bool,
     /// `activate` defaults from the inventory.
     activate_defaults: &'a crate::fleet::ActivateDefaults,
+    /// The argv that runs commands as root; empty when the login is root.
+    privilege_escalation: &'a [String],
+    /// `signingKey`, when set.
+    signing_key: Option<String>,
 }
 
 impl<'a> From<&'a Host> for Row<'a> {
@@ -63,6 +67,8 @@ impl<'a> From<&'a Host> for Row<'a> {
             profiles: &host.profiles,
             local: host.local,
             activate_defaults: &host.activate_defaults,
+            privilege_escalation: &host.escalation.argv,
+            signing_key: host.signing_key.as_ref().map(|k| k.display().to_string()),
         }
     }
 }
@@ -141,6 +147,7 @@ mod tests {
             target_host: addr.to_string(),
             target_user: user.map(str::to_string),
             escalation: Default::default(),
+            signing_key: None,
             target_port: port,
             tags: vec!["web".to_string()],
             system: "x86_64-linux".to_string(),

@@ -200,7 +200,7 @@ fn generation_of(link: &str) -> Option<u64> {
 async fn probe(ctx: &Context, host: &Host) -> Probed {
     let run = async {
         let conn = ctx.pool.get(&ctx.target(host)).await?;
-        conn.run(&probe_script(&host.profile, std::process::id()), None)
+        conn.run_root(&probe_script(&host.profile, std::process::id()), None)
             .await
     };
     match tokio::time::timeout(PROBE_TIMEOUT, run).await {

@@ -1,6 +1,7 @@
 //! One module per subcommand; each takes plain options (never clap types) and returns an exit code.
 
 pub mod annotations;
+pub mod askpass;
 pub mod check;
 pub mod disconnect;
 pub mod doc;

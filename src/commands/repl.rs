@@ -36,6 +36,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         yes: opts.yes,
         force_unlock: false,
         interactive: std::io::stdin().is_terminal(),
+        sign_with: None,
         persist: opts.persist,
     };
     // No `watch_interrupts` here: the REPL's own handler cancels one input, not the session.

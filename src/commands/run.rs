@@ -39,6 +39,10 @@ pub struct Options {
     pub yes: bool,
     /// `--force-unlock`.
     pub force_unlock: bool,
+    /// `--ask-sudo-password`.
+    pub ask_sudo_password: bool,
+    /// `--sign-with FILE`.
+    pub sign_with: Option<PathBuf>,
     /// `--help`.
     pub help: bool,
     /// `--persist SECS` (`None`: `--no-persist`).
@@ -241,6 +245,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         yes: opts.yes,
         force_unlock: opts.force_unlock,
         interactive: std::io::stdin().is_terminal(),
+        sign_with: opts.sign_with.clone(),
         persist: opts.persist,
     };
     let ctx = make_context(
@@ -254,6 +259,11 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     // Inventory keys are uploaded mid-runbook; a bad spec must stop the run before it touches
     // any host, not after `copy` has already changed their stores.
     crate::keys::check_hosts(&ctx.allowed).map_err(Failure::input)?;
+    crate::steps::check_signing_keys(&ctx)?;
+    if opts.ask_sudo_password {
+        // Asked once, before any host is touched; every host's sudo gets it over stdin.
+        ctx.pool.set_sudo_password(crate::commands::askpass::ask()?);
+    }
     watch_interrupts(&runtime, &ctx);
     for warning in &inventory.warnings {
         ctx.reporter.message(Level::Warn, warning.clone());

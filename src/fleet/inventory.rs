@@ -47,6 +47,9 @@ pub struct Host {
     pub target_user: Option<String>,
     /// How commands that need root are run when the login is not root (`sudo -H --`).
     pub escalation: crate::transport::Escalation,
+    /// `signingKey`: the secret key file that signs closures copied to a login the host's Nix
+    /// does not trust.
+    pub signing_key: Option<std::path::PathBuf>,
     /// `targetPort`; `None` lets the ssh config decide.
     pub target_port: Option<u16>,
     /// Tags, selected with `@tag`.

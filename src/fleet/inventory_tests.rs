@@ -230,3 +230,48 @@ fn get_and_require_suggest_close_names() {
         "unknown host 'web-9' (did you mean 'web-1'?); known hosts: web-1, web-2"
     );
 }
+
+#[test]
+fn privilege_escalation_defaults_to_sudo_for_a_non_root_login_and_can_be_set_per_host() {
+    let inv = load(nixdeploy(json!({
+        "defaults": { "targetUser": "deploy", "signingKey": "/etc/nixdeploy/key.sec" },
+        "hosts": {
+            "a": { "toplevel": drv("a") },
+            "b": { "toplevel": drv("b"), "privilegeEscalation": ["doas"] },
+            "c": { "toplevel": drv("c"), "privilegeEscalation": [] },
+            "d": { "toplevel": drv("d"), "targetUser": "root" },
+        },
+    })))
+    .unwrap();
+    let argv = |h: &str| inv.get(h).unwrap().escalation.argv.clone();
+    assert_eq!(argv("a"), ["sudo", "-H", "--"]);
+    assert_eq!(argv("b"), ["doas"]);
+    assert!(argv("c").is_empty());
+    assert!(argv("d").is_empty());
+    assert_eq!(
+        inv.get("a").unwrap().signing_key.as_deref(),
+        Some(std::path::Path::new("/etc/nixdeploy/key.sec"))
+    );
+}
+
+#[test]
+fn a_bad_privilege_escalation_or_signing_key_is_located() {
+    let e = error(one_host(
+        json!({ "toplevel": drv("web-1"), "privilegeEscalation": "sudo -H" }),
+    ));
+    assert!(
+        e.contains("web-1") && e.contains("privilegeEscalation"),
+        "{e}"
+    );
+    let e = error(one_host(
+        json!({ "toplevel": drv("web-1"), "privilegeEscalation": ["sudo", ""] }),
+    ));
+    assert!(e.contains("empty strings"), "{e}");
+    let e = error(one_host(
+        json!({ "toplevel": drv("web-1"), "signingKey": "key.sec" }),
+    ));
+    assert!(
+        e.contains("signingKey") && e.contains("absolute path"),
+        "{e}"
+    );
+}

@@ -35,6 +35,8 @@ const HOST_FIELDS: &[&str] = &[
     "activate",
     "substituteOnDestination",
     "allowApplyAll",
+    "privilegeEscalation",
+    "signingKey",
 ];
 const NOT_DEFAULTS: &[&str] = &["targetHost", "toplevel", "profiles", "profilesOrder"];
 /// Fields only `defaults` may set: they are about the whole fleet.
@@ -106,6 +108,10 @@ pub struct HostFields {
     pub activate: ActivateDefaults,
     /// `substituteOnDestination`.
     pub substitute: Option<bool>,
+    /// `privilegeEscalation`: the argv that runs a command as root; `[ ]` for none.
+    pub privilege_escalation: Option<Vec<String>>,
+    /// `signingKey`: a secret key file on the deployer that signs what is copied.
+    pub signing_key: Option<String>,
 }
 
 impl HostFields {
@@ -126,7 +132,27 @@ impl HostFields {
         if target_host.as_deref() == Some("") {
             return Err(attrs.field_problem("targetHost", "must not be empty"));
         }
+        let privilege_escalation = attrs.strings("privilegeEscalation")?;
+        if let Some(argv) = &privilege_escalation {
+            if argv.iter().any(|a| a.is_empty()) {
+                return Err(attrs.field_problem(
+                    "privilegeEscalation",
+                    "must not contain empty strings; write the tool and its options, e.g. [ \"sudo\" \"-H\" \"--\" ], or [ ] for none",
+                ));
+            }
+        }
+        let signing_key = attrs.string("signingKey")?;
+        if let Some(k) = signing_key.as_deref().filter(|k| !k.starts_with('/')) {
+            return Err(attrs.field_problem(
+                "signingKey",
+                format_args!(
+                    "must be the absolute path of a secret key file on the deploying machine (made with `nix key generate-secret`), found '{k}'"
+                ),
+            ));
+        }
         Ok(HostFields {
+            privilege_escalation,
+            signing_key,
             target_host,
             target_user: attrs.string("targetUser")?,
             target_port: attrs
@@ -178,6 +204,10 @@ impl HostFields {
             local: self.local.or(defaults.local),
             activate: self.activate.over(&defaults.activate),
             substitute: self.substitute.or(defaults.substitute),
+            privilege_escalation: self
+                .privilege_escalation
+                .or_else(|| defaults.privilege_escalation.clone()),
+            signing_key: self.signing_key.or_else(|| defaults.signing_key.clone()),
         }
     }
 }
@@ -275,7 +305,11 @@ pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: Bu
             .local
             .unwrap_or_else(|| fields.target_port.is_none() && is_this_machine(&target_host)),
         target_host,
-        escalation: crate::transport::Escalation::for_login(fields.target_user.as_deref(), None),
+        escalation: crate::transport::Escalation::for_login(
+            fields.target_user.as_deref(),
+            fields.privilege_escalation,
+        ),
+        signing_key: fields.signing_key.map(PathBuf::from),
         target_user: fields.target_user,
         target_port: fields.target_port,
         tags: fields.tags.unwrap_or_default(),

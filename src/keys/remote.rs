@@ -176,7 +176,7 @@ async fn upload_one(
     let mut staged: Vec<Staged> = Vec::new();
     let result = async {
         for (spec, secret) in keys {
-            let out = conn.run(&stage_command(spec), Some(&secret.0)).await?;
+            let out = conn.run_root(&stage_command(spec), Some(&secret.0)).await?;
             match StageReply::parse(&out.stdout) {
                 Some(StageReply::Staged { owned, dir }) if out.success() => {
                     staged.push(Staged { spec, dir });
@@ -206,7 +206,7 @@ async fn upload_one(
                 ),
             }
         }
-        let out = conn.run(&swap_command(&staged), None).await?;
+        let out = conn.run_root(&swap_command(&staged), None).await?;
         if !out.success() {
             match out.last_error_line().strip_prefix("moved ") {
                 Some(path) => bail!(
@@ -227,7 +227,7 @@ async fn upload_one(
     .await;
     if let Err(err) = result {
         if !staged.is_empty() {
-            let _ = conn.run(&discard_command(&staged), None).await;
+            let _ = conn.run_root(&discard_command(&staged), None).await;
         }
         return Err(err);
     }
@@ -269,7 +269,9 @@ pub async fn fix_owners(ctx: &Context, host: &Host) -> anyhow::Result<()> {
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     let mut missing = Vec::new();
     for (dest, user, group) in pending {
-        let out = conn.run(&chown_command(&dest, &user, &group), None).await?;
+        let out = conn
+            .run_root(&chown_command(&dest, &user, &group), None)
+            .await?;
         match out.stdout.trim() {
             "owned" => {}
             "replaced" => bail!(

@@ -165,12 +165,22 @@ mod tests {
             options: vec![],
             system: "x86_64-linux".into(),
             local: false,
+            escalation: Default::default(),
         });
         assert_eq!(to.0, "ssh-ng://root@h1");
         let argv = nix().copy_to(&to, &["/nix/store/x".into()], true, false);
         assert!(argv.contains(&"--no-check-sigs".to_string()));
         assert!(argv.contains(&"--substitute-on-destination".to_string()));
         assert!(!argv.contains(&"--derivation".to_string()));
+        let argv = nix().sign(
+            std::path::Path::new("/k.sec"),
+            &["/nix/store/x".to_string()],
+        );
+        assert_eq!(argv[3..5], ["store", "sign"]);
+        assert_eq!(
+            argv[argv.len() - 4..],
+            ["--key-file", "/k.sec", "--recursive", "/nix/store/x"]
+        );
         let argv = nix().copy_to(&to, &["/nix/store/x.drv".into()], false, true);
         assert!(!argv.contains(&"--substitute-on-destination".to_string()));
         assert!(argv.contains(&"--derivation".to_string()));

@@ -172,6 +172,7 @@ mod tests {
             netns: String::new(),
             veth: String::new(),
             sshd_pid: None,
+            access: None,
         }
     }
 

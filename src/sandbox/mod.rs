@@ -8,6 +8,7 @@ pub mod netns;
 mod reboot;
 pub mod sshd;
 pub mod state;
+pub mod users;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ pub const MAX_BUILDERS: usize = 8;
 const WORKERS: usize = 8;
 
 /// What `up` should bring up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpOptions {
     /// Targets `h1`…`hN` (1–64).
     pub hosts: usize,
@@ -41,6 +42,29 @@ pub struct UpOptions {
     pub size_kib: u64,
     /// Also bring up the binary cache host (kept by later `up`s until `down`).
     pub cache: bool,
+    /// Hosts whose `deploy` login must type its password for sudo (others: `NOPASSWD`).
+    pub sudo_password: Vec<String>,
+    /// Hosts whose Nix daemon does not trust `deploy` (others list it in `trusted-users`);
+    /// they run a daemon even without `nix_daemons`.
+    pub untrusted: Vec<String>,
+    /// Every host runs its own Nix daemon, so `deploy` can use the store (about 6 MiB PSS
+    /// per host, hence not the default).
+    pub nix_daemons: bool,
+}
+
+impl UpOptions {
+    /// How host `name` treats its `deploy` login.
+    pub fn access(&self, name: &str) -> users::Access {
+        users::Access {
+            sudo: if self.sudo_password.iter().any(|h| h == name) {
+                users::SudoRule::Password
+            } else {
+                users::SudoRule::NoPassword
+            },
+            trusted: !self.untrusted.iter().any(|h| h == name),
+            daemon: self.nix_daemons || self.untrusted.iter().any(|h| h == name),
+        }
+    }
 }
 
 /// What `status` reports (and `status --json` prints).
@@ -198,9 +222,10 @@ impl Sandbox {
         state.hosts = merge_pids(&state.hosts, wanted);
         state.save(&self.dir)?;
 
+        let secrets = users::Secrets::ensure(&self.dir)?;
         let pids = Mutex::new(Vec::new());
         let errors = parallel(&state.hosts, |host| {
-            let pid = self.ensure_host(&state, host)?;
+            let pid = self.ensure_host(&state, host, &opts.access(&host.name), &secrets)?;
             pids.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((host.name.clone(), pid));
@@ -209,6 +234,7 @@ impl Sandbox {
         for (name, pid) in pids.into_inner().unwrap_or_else(|e| e.into_inner()) {
             if let Some(h) = state.hosts.iter_mut().find(|h| h.name == name) {
                 h.sshd_pid = Some(pid);
+                h.access = Some(opts.access(&name));
             }
         }
         state.save(&self.dir)?;
@@ -225,11 +251,19 @@ impl Sandbox {
         }
     }
 
-    /// Makes one host answer: keeps it if its sshd is ours and answers, else rebuilds it.
-    fn ensure_host(&self, state: &State, host: &HostState) -> anyhow::Result<u32> {
+    /// Makes one host answer: keeps it if its sshd is ours, answers and the host treats its
+    /// login as asked, else rebuilds it.
+    fn ensure_host(
+        &self,
+        state: &State,
+        host: &HostState,
+        access: &users::Access,
+        secrets: &users::Secrets,
+    ) -> anyhow::Result<u32> {
         let dirs = self.host_dirs(&host.name);
         if let Some(pid) = host.sshd_pid {
-            if sshd::is_our_sshd(pid, &host.netns)
+            if host.access.as_ref() == Some(access)
+                && sshd::is_our_sshd(pid, &host.netns)
                 && sshd::tcp_up(&host.address, Duration::from_secs(1))
             {
                 return Ok(pid);
@@ -238,7 +272,7 @@ impl Sandbox {
         stop_host(host).with_context(|| format!("failed to reset host {}", host.name))?;
         let builder = host.role == Role::Builder;
         let client_pub = self.identity().with_extension("pub");
-        sshd::prepare(&dirs, &host.address, builder, &client_pub)
+        sshd::prepare(&dirs, &host.address, builder, &client_pub, access, secrets)
             .with_context(|| format!("failed to prepare host {}", host.name))?;
         let exe = std::env::current_exe().context("failed to find the nixdeploy binary")?;
         let reboot = dirs.bin().join("reboot");
@@ -389,6 +423,7 @@ fn wanted_hosts(state: &State, k: u8, opts: &UpOptions) -> Vec<HostState> {
             netns: state.netns_name(&name),
             veth: state.netns_name(&name),
             sshd_pid: None,
+            access: None,
             name,
             role,
         })
@@ -405,6 +440,7 @@ fn merge_pids(old: &[HostState], wanted: Vec<HostState>) -> Vec<HostState> {
                 .find(|o| o.name == h.name && o.address == h.address)
             {
                 h.sshd_pid = o.sshd_pid;
+                h.access = o.access;
             }
             h
         })
@@ -450,12 +486,14 @@ fn validate(opts: &UpOptions) -> anyhow::Result<()> {
 }
 
 /// The tools a sandbox needs and the Debian package of each.
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 7] = [
     ("ip", "iproute2"),
     ("sshd", "openssh-server"),
     ("ssh-keygen", "openssh-client"),
     ("nix", "nix-bin"),
     ("busybox", "busybox-static"),
+    ("sudo", "sudo"),
+    ("openssl", "openssl"),
 ];
 
 /// Linux, root, and every tool present — or an error saying what is missing and why.

@@ -64,7 +64,16 @@ impl Sandbox {
         }
         let client_pub = self.identity().with_extension("pub");
         let builder = host.role == super::state::Role::Builder;
-        sshd::prepare(&dirs, &host.address, builder, &client_pub)?;
+        let access = host.access.unwrap_or_default();
+        let secrets = super::users::Secrets::ensure(&self.dir)?;
+        sshd::prepare(
+            &dirs,
+            &host.address,
+            builder,
+            &client_pub,
+            &access,
+            &secrets,
+        )?;
         let pid = sshd::start_in(&ns, name, &host.address, &dirs)?;
         state.hosts[i].sshd_pid = Some(pid);
         state.save(&self.dir)?;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::run;
+use super::users::Access;
 
 /// The first of the fixed descriptors the mount sources are opened on before mounting.
 const MOUNT_FD_BASE: libc::c_int = 900;
@@ -93,16 +94,21 @@ impl HostDirs {
         self.etc_ssh().join("ssh_host_ed25519_key.pub")
     }
 
-    /// `(machine directory, mount point inside the host)`; the mount points are [`MOUNT_POINTS`]; `/run` and `/root` come last so
-    /// a sandbox directory below either still resolves (sources are opened before mounting).
-    fn mounts(&self) -> [(PathBuf, &'static str); 5] {
-        [
+    /// `(machine path, mount point inside the host)`: [`MOUNT_POINTS`] and the host's private
+    /// account files; `/run` and `/root` come last so a sandbox directory below either still
+    /// resolves (sources are opened before mounting).
+    fn mounts(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut mounts = vec![
             (self.nix(), MOUNT_POINTS[0]),
             (self.etc_nix(), MOUNT_POINTS[1]),
             (self.etc_ssh(), MOUNT_POINTS[2]),
+        ];
+        mounts.extend(super::users::mounts(self));
+        mounts.extend([
             (self.home(), MOUNT_POINTS[3]),
             (self.run(), MOUNT_POINTS[4]),
-        ]
+        ]);
+        mounts
     }
 }
 
@@ -166,7 +172,7 @@ pub fn new_boot_id(dirs: &HostDirs) -> anyhow::Result<()> {
 /// would hand out the same build uids from separate pools, and Nix kills every process of a
 /// build uid before and after using it: a build on a host killed the deployer's concurrent
 /// builds with signal 9 (tests/concurrent_builds.rs pins this).
-pub fn nix_conf(builder: bool) -> String {
+pub fn nix_conf(builder: bool, access: &Access, public_key: &str) -> String {
     let mut text = String::from(
         "# Written by `nixdeploy sandbox up`.\n\
          sandbox = false\n\
@@ -174,18 +180,22 @@ pub fn nix_conf(builder: bool) -> String {
          build-users-group =\n\
          experimental-features = nix-command flakes\n",
     );
+    text.push_str(&super::users::nix_conf_lines(access, public_key));
     if builder {
         text.push_str("extra-platforms = aarch64-linux\n");
     }
     text
 }
 
-/// Creates the host's directories and writes its configuration and keys (keeping existing keys).
+/// Creates the host's directories and writes its configuration, accounts and keys (keeping
+/// existing keys).
 pub fn prepare(
     dirs: &HostDirs,
     address: &str,
     builder: bool,
     client_pub: &Path,
+    access: &Access,
+    secrets: &super::users::Secrets,
 ) -> anyhow::Result<()> {
     for d in [
         dirs.nix(),
@@ -203,7 +213,10 @@ pub fn prepare(
     fs::create_dir_all(&privsep)
         .with_context(|| format!("failed to create {}", privsep.display()))?;
     fs::set_permissions(&privsep, fs::Permissions::from_mode(0o755))?;
-    fs::write(dirs.etc_nix().join("nix.conf"), nix_conf(builder))?;
+    fs::write(
+        dirs.etc_nix().join("nix.conf"),
+        nix_conf(builder, access, &secrets.public_key),
+    )?;
     fs::write(dirs.etc_ssh().join("sshd_config"), sshd_config(address))?;
     fs::copy(client_pub, dirs.etc_ssh().join("authorized_keys"))
         .with_context(|| format!("failed to copy {}", client_pub.display()))?;
@@ -212,6 +225,7 @@ pub fn prepare(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("host");
+    super::users::prepare(dirs, name, access, &secrets.password)?;
     ensure_key(
         &dirs.etc_ssh().join("ssh_host_ed25519_key"),
         &format!("root@{name}"),
@@ -257,11 +271,22 @@ pub fn start_in(ns: &Path, name: &str, address: &str, dirs: &HostDirs) -> anyhow
     let root = CString::new("/")?;
     let log = File::create(dirs.log_file())
         .with_context(|| format!("failed to create {}", dirs.log_file().display()))?;
-    let mut cmd = Command::new(SSHD);
-    cmd.args(["-f", "/etc/ssh/sshd_config", "-E", "/run/sshd.log"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.try_clone()?);
+    // The host's own Nix daemon starts first when the host has one (`/etc/nix/daemon`: the
+    // non-root login reaches the store through it; root keeps writing the store directly),
+    // then sshd, which daemonizes.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "if [ -e /etc/nix/daemon ]; then setsid nix-daemon </dev/null >>/run/nix-daemon.log 2>&1 & fi\nexec \"$0\" \"$@\"",
+        SSHD,
+        "-f",
+        "/etc/ssh/sshd_config",
+        "-E",
+        "/run/sshd.log",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log.try_clone()?);
     // SAFETY: between fork and exec the closure only makes system calls on memory prepared
     // before the fork (no allocation, no locks).
     unsafe {
@@ -295,7 +320,8 @@ pub fn start_in(ns: &Path, name: &str, address: &str, dirs: &HostDirs) -> anyhow
                 b"make / private",
             )?;
             for (src, fd, _, _) in &plan {
-                let opened = libc::open(src.as_ptr(), libc::O_PATH | libc::O_DIRECTORY);
+                // Directories and single files (`/etc/passwd`, ...) alike.
+                let opened = libc::open(src.as_ptr(), libc::O_PATH);
                 check(opened.min(0), b"open mount source")?;
                 check(
                     libc::dup3(opened, *fd, libc::O_CLOEXEC).min(0),

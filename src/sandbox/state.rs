@@ -35,6 +35,9 @@ pub struct HostState {
     pub veth: String,
     /// The pid of its sshd, once started.
     pub sshd_pid: Option<u32>,
+    /// How it treats its non-root login, as it was started.
+    #[serde(default)]
+    pub access: Option<super::users::Access>,
 }
 
 /// The whole state of one sandbox directory.

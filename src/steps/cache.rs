@@ -263,9 +263,7 @@ async fn fetch_one(
     }
     crate::activation::lock(ctx, host).await?;
     let argv = realise_from_cache_argv(&cache.url, &cache.public_key, path);
-    let out = conn
-        .run(&host.escalation.root(&command_line(&argv)), None)
-        .await?;
+    let out = conn.run_root(&command_line(&argv), None).await?;
     if out.success() {
         let fetched = copied_paths(&out.stderr);
         let note = format!("fetched {} path(s) from {}", fetched.len(), cache.url);

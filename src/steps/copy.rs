@@ -1,6 +1,7 @@
 //! `copy`: send each host's closure over its already open connection — only the paths it lacks,
 //! and nothing at all when it already has the system.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -18,28 +19,34 @@ pub struct CopyOptions {
     /// Let the target fetch paths from its own binary caches; `None` follows the host's
     /// `substituteOnDestination`, and yes when that is unset.
     pub substitute: Option<bool>,
-    /// How closures travel: straight to each host, or once through the binary cache.
+    /// How closures travel: straight to each host, once through the binary cache, or through
+    /// an escalated `nix-store --import`.
     pub via: Via,
 }
 
 /// How `copy` moves closures (`via` option).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Via {
-    /// `nix copy` to each host over its own connection.
+    /// `nix copy` to each host over its own connection (`"direct"`, or `"nix-copy"`).
     #[default]
     Direct,
-    /// Push once to the inventory's `cache`; each host substitutes from it.
+    /// Push once to the inventory's `cache`; each host substitutes from it (`"cache"`).
     Cache,
+    /// The missing paths through `nix-store --import` run as root on the host (escalated), for
+    /// a login its Nix does not trust or a host without a Nix daemon (`"import"`; see
+    /// `import.rs`).
+    Import,
 }
 
 impl Via {
-    /// `"direct"` or `"cache"`.
+    /// `"direct"` (or `"nix-copy"`), `"cache"` or `"import"`.
     pub fn parse(text: &str) -> Result<Via, String> {
         match text {
-            "direct" => Ok(Via::Direct),
+            "direct" | "nix-copy" => Ok(Via::Direct),
             "cache" => Ok(Via::Cache),
+            "import" => Ok(Via::Import),
             other => Err(format!(
-                "option `via` must be \"direct\" or \"cache\", found \"{other}\""
+                "option `via` must be \"direct\", \"cache\" or \"import\", found \"{other}\""
             )),
         }
     }
@@ -90,7 +97,9 @@ async fn copy_one(
     // the redeploy case; otherwise `nix copy` works out the missing paths itself and sends
     // nothing when there are none. The dry run lists exactly which paths would go.
     let wanted = wanted_paths(host, path);
-    let missing = if ctx.options.dry_run {
+    let missing = if ctx.options.dry_run && opts.via == Via::Import {
+        super::import::missing(&conn, path).await?
+    } else if ctx.options.dry_run {
         let mut all = Vec::new();
         for (p, _) in &wanted {
             all.extend(missing_paths(&conn, p).await?);
@@ -119,9 +128,7 @@ async fn copy_one(
         .cloned()
         .partition(|p| std::path::Path::new(p).exists());
     for p in &elsewhere {
-        let out = conn
-            .run(&host.escalation.root(&realise_command(p)), None)
-            .await?;
+        let out = conn.run_root(&realise_command(p), None).await?;
         if !out.success() {
             bail!(
                 "{p} is not in this machine's store and {} cannot substitute it: {}; build or fetch it here first (nix-store --realise {p})",
@@ -140,11 +147,34 @@ async fn copy_one(
     if here.is_empty() {
         return Ok(Outcome::done(copied).with_message("substituted on the host"));
     }
+    if opts.via == Via::Import {
+        // Each closure comes in dependency order; keeping the first time a path appears keeps
+        // the concatenation in dependency order too.
+        let mut needed: Vec<String> = Vec::new();
+        for p in &here {
+            for m in super::import::missing(&conn, p).await? {
+                if !needed.contains(&m) {
+                    needed.push(m);
+                }
+            }
+        }
+        let sent = super::import::import(&conn, &needed).await?;
+        let n = sent.len();
+        let copied = Copied {
+            paths: sent,
+            ..copied
+        };
+        return Ok(if n == 0 {
+            Outcome::skipped(copied, "already present")
+        } else {
+            Outcome::done(copied).with_message(format!("{n} path(s) imported"))
+        });
+    }
     send_direct(ctx, host, &conn, path, &here, substitute).await
 }
 
-/// `nix copy` of `paths` (for the system `path`) to the host over its open connection; what
-/// Nix really sent.
+/// `nix copy` of `paths` (for the system `path`) to the host over its open connection, signed
+/// first when the host or `--sign-with` names a key; what Nix really sent.
 pub(super) async fn send_direct(
     ctx: &Context,
     host: &Host,
@@ -158,6 +188,12 @@ pub(super) async fn send_direct(
         path: path.to_string(),
         ..Copied::default()
     };
+    let signing_key = signing_key(ctx, host);
+    if let Some(key) = &signing_key {
+        for p in paths {
+            sign(ctx, key, p).await?;
+        }
+    }
     let argv = ctx
         .nix
         .copy_to(&StoreUri::of(target), paths, substitute, false);
@@ -174,6 +210,9 @@ pub(super) async fn send_direct(
     };
     let out = run_local(&argv, &env, &on_line).await?;
     if !out.success() {
+        if refused_for_signatures(&out.stderr) {
+            bail!("{}", untrusted_message(host, signing_key.as_deref()));
+        }
         bail!("nix copy to {} failed: {}", host.name, out.error_line());
     }
     // What Nix really sent, from its own log.
@@ -200,6 +239,79 @@ pub(super) async fn send_direct(
         ..copied
     })
     .with_message(format!("{n} path(s)")))
+}
+
+/// The key that signs what is copied to `host`: `--sign-with`, else the host's `signingKey`.
+fn signing_key(ctx: &Context, host: &Host) -> Option<PathBuf> {
+    ctx.options
+        .sign_with
+        .clone()
+        .or_else(|| host.signing_key.clone())
+}
+
+/// Every signing key the run may use exists and is readable: checked before any host is
+/// touched, so a typo does not fail hosts after their closures were half copied.
+pub fn check_signing_keys(ctx: &Context) -> anyhow::Result<()> {
+    for host in &ctx.allowed {
+        let Some(key) = signing_key(ctx, host) else {
+            continue;
+        };
+        let origin = if ctx.options.sign_with.is_some() {
+            "--sign-with".to_string()
+        } else {
+            format!("signingKey of host {}", host.name)
+        };
+        if let Err(e) = std::fs::File::open(&key) {
+            return Err(crate::exit::Failure::input(format!(
+                "{origin}: cannot read the secret key {} ({e}); make one with \
+                 `nix key generate-secret --key-name NAME > FILE` (see docs/non-root.md)",
+                key.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Signs the closure of `path` in the local store with `key` (Nix adds each signature once).
+async fn sign(ctx: &Context, key: &Path, path: &str) -> anyhow::Result<()> {
+    let out = run_local(&ctx.nix.sign(key, &[path.to_string()]), &[], &|_, _| {}).await?;
+    if !out.success() {
+        bail!(
+            "cannot sign {path} with {}: {}",
+            key.display(),
+            out.error_line()
+        );
+    }
+    Ok(())
+}
+
+/// Whether the target refused paths for want of a signature it trusts.
+fn refused_for_signatures(stderr: &str) -> bool {
+    stderr.contains("lacks a signature by a trusted key")
+        || stderr.contains("lacks a valid signature")
+}
+
+/// What to configure when a host refuses unsigned (or wrongly signed) paths.
+fn untrusted_message(host: &Host, key: Option<&Path>) -> String {
+    let login = host.target_user.as_deref().unwrap_or("the login");
+    match key {
+        None => format!(
+            "host {name} refused the copied paths: its Nix does not trust {login} (not in \
+             trusted-users) and the paths carry no signature it trusts; either set signingKey = \
+             \"/path/to/secret-key\" in nixdeploy.defaults (or pass --sign-with FILE) and add its \
+             public key to nix.settings.trusted-public-keys on {name}, or add {login} to \
+             nix.settings.trusted-users on {name} (see docs/non-root.md)",
+            name = host.name
+        ),
+        Some(key) => format!(
+            "host {name} refused paths signed with {key}: add the key's public half \
+             (`nix key convert-secret-to-public < {key}`) to nix.settings.trusted-public-keys on \
+             {name}, or add {login} to nix.settings.trusted-users (see docs/non-root.md)",
+            name = host.name,
+            key = key.display()
+        ),
+    }
 }
 
 /// Does the host run `path`, or does its profile point at it? Either is a live GC root, so
@@ -330,5 +442,29 @@ mod tests {
         assert!(c.starts_with("p='/nix/store/abc-x y';"));
         crate::transport::assert_valid_shell(&c);
         crate::transport::assert_valid_shell(&realise_command("/nix/store/a b"));
+    }
+
+    #[test]
+    fn a_refusal_for_signatures_says_what_to_configure() {
+        let stderr = "error: cannot add path '/nix/store/abc-x' because it lacks a signature by a trusted key";
+        assert!(refused_for_signatures(stderr));
+        let inventory = crate::fleet::Inventory::from_json(
+            "path:/flake",
+            serde_json::json!({ "root": "/nix/store/source", "source": "nixdeploy", "value": {
+                "hosts": { "h1": { "targetUser": "deploy", "toplevel": {
+                    "__nixdeploy": "derivation", "drv": "/nix/store/0-h1.drv", "out": "/nix/store/0-h1" } } } } }),
+        )
+        .unwrap();
+        let host = inventory.get("h1").unwrap();
+        let text = untrusted_message(host, None);
+        assert!(text.contains("does not trust deploy"), "{text}");
+        assert!(
+            text.contains("signingKey") && text.contains("--sign-with"),
+            "{text}"
+        );
+        assert!(
+            text.contains("trusted-public-keys") && text.contains("trusted-users"),
+            "{text}"
+        );
     }
 }

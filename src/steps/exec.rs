@@ -25,6 +25,8 @@ pub struct ExecOptions {
     /// Bytes kept of each stream (head and tail); `None` is
     /// [`crate::transport::capture::DEFAULT_EXEC_LIMIT`].
     pub max_output: Option<usize>,
+    /// Run as root (escalated when the login is not root).
+    pub sudo: bool,
 }
 
 /// What a command did on one host.
@@ -56,20 +58,29 @@ pub async fn exec(
     .await
 }
 
-/// A per-command file on the host that records the command's ssh session id.
-fn session_file() -> String {
+/// A per-command file on the host that records the command's ssh session id: in
+/// `/run/nixdeploy` for commands run as root, in the login's home (where its ssh sessions
+/// start) for a non-root login's own commands, which cannot write `/run`.
+fn session_file(as_root: bool) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    format!("/run/nixdeploy/exec-{}-{nanos:x}.sid", std::process::id())
+    let dir = if as_root {
+        "/run/nixdeploy"
+    } else {
+        ".cache/nixdeploy"
+    };
+    format!("{dir}/exec-{}-{nanos:x}.sid", std::process::id())
 }
 
 /// Runs `command` in a subshell after recording the session id (sshd makes every channel's
-/// shell a session leader), so [`stop`] can end everything the command started.
+/// shell a session leader; under sudo the shell is inside that session), so [`stop`] can end
+/// everything the command started.
 fn wrapped(command: &str, pidfile: &str) -> String {
     let pf = quote(pidfile);
-    format!("mkdir -p /run/nixdeploy 2>/dev/null; echo $$ > {pf} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
+    let dir = quote(pidfile.rsplit_once('/').map_or(".", |(d, _)| d));
+    format!("mkdir -p {dir} 2>/dev/null; read -r _ _ _ _ _ sid _ < /proc/$$/stat; {{ echo \"$sid\" > {pf}; }} 2>/dev/null; (\n{command}\n); rc=$?; rm -f {pf}; exit $rc")
 }
 
 /// Ends every process of a command started by [`wrapped`].
@@ -108,12 +119,29 @@ async fn exec_one(
             });
         }
     };
-    let pidfile = session_file();
+    let as_root = opts.sudo || host.target_user.as_deref().is_none_or(|u| u == "root");
+    let pidfile = session_file(as_root);
     let script = wrapped(command, &pidfile);
     let limit = opts
         .max_output
         .unwrap_or(crate::transport::capture::DEFAULT_EXEC_LIMIT);
-    let run = conn.run_capped(&script, opts.stdin.as_deref(), limit, &on_line);
+    let run = async {
+        if opts.sudo {
+            conn.run_root_capped(&script, opts.stdin.as_deref(), limit, &on_line)
+                .await
+        } else {
+            conn.run_capped(&script, opts.stdin.as_deref(), limit, &on_line)
+                .await
+        }
+    };
+    let stop_command = stop(&pidfile);
+    let stop_it = || async {
+        let _ = if opts.sudo {
+            conn.run_root(&stop_command, None).await
+        } else {
+            conn.run(&stop_command, None).await
+        };
+    };
     let deadline = opts.timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
     // Closing an ssh channel does not end the command on the host: stop it ourselves when the
     // run is aborted or the timeout passes.
@@ -121,12 +149,12 @@ async fn exec_one(
         r = tokio::time::timeout(deadline, run) => match r {
             Ok(out) => out?,
             Err(_) => {
-                let _ = conn.run(&stop(&pidfile), None).await;
+                stop_it().await;
                 bail!("`{command}` did not finish within {}s and was stopped", deadline.as_secs());
             }
         },
         _ = super::aborted(&ctx.interrupt) => {
-            let _ = conn.run(&stop(&pidfile), None).await;
+            stop_it().await;
             bail!("aborted by a second interrupt; `{command}` was stopped");
         }
     };

@@ -6,12 +6,13 @@ mod cache;
 mod copy;
 pub mod diff;
 mod exec;
+mod import;
 mod profiles;
 mod reboot;
 mod specialisation;
 
 pub use build::{build, BuildOptions, Built};
-pub use copy::{copy, missing_paths, Copied, CopyOptions, Via};
+pub use copy::{check_signing_keys, copy, missing_paths, Copied, CopyOptions, Via};
 pub use exec::{exec, ExecOptions, Executed};
 pub use profiles::{
     activate_profiles, PickProfiles, ProfileActivated, ProfileOptions, ProfileState,

@@ -195,15 +195,12 @@ async fn activate_one(
         profile.name,
         std::process::id()
     );
-    let escalate = |line: &str| {
-        if as_login {
-            line.to_string()
-        } else {
-            host.escalation.root(line)
-        }
+    let command = profile_command(profile, settings, &canary);
+    let out = if as_login {
+        conn.run(&command, None).await?
+    } else {
+        conn.run_root(&command, None).await?
     };
-    let command = escalate(&profile_command(profile, settings, &canary));
-    let out = conn.run(&command, None).await?;
     let state = ProfileState::parse(&out.stdout).ok_or_else(|| {
         anyhow!(
             "profile {}: the activation script ended without a result: {}",
@@ -226,9 +223,15 @@ async fn activate_one(
         ),
         ProfileState::Armed => {
             // The confirmation goes over a brand-new connection, as for the system.
-            let confirm = escalate(&format!("rm {}", quote(&canary)));
+            let confirm = format!("rm {}", quote(&canary));
             let timeout = Duration::from_secs(settings.2);
-            match target.run_fresh(&confirm, timeout).await {
+            let confirmed = if as_login {
+                target.run_fresh(&confirm, timeout).await
+            } else {
+                let access = ctx.pool.access(&host.name);
+                target.run_fresh_root(&access, &confirm, timeout).await
+            };
+            match confirmed {
                 Ok(o) if o.success() => Ok(ProfileState::Activated),
                 Ok(o) => bail!(
                     "profile {}: could not confirm ({}); it rolls back within {}s",

@@ -89,8 +89,7 @@ async fn reboot_one(
     }
     let target = ctx.target(host);
     let conn = ctx.pool.get(&target).await?;
-    let probe = host.escalation.root(&probe_command(&host.profile));
-    let before = conn.run(&probe, None).await?;
+    let before = conn.run_root(&probe_command(&host.profile), None).await?;
     let before = parse(&before.stdout).ok_or_else(|| {
         anyhow!(
             "cannot read the boot id of {}: {}",
@@ -110,9 +109,7 @@ async fn reboot_one(
     // The reboot ends the deploy lock's holder: let go of it first; a later step takes it anew.
     crate::activation::release_lock(ctx, host);
     // The command may lose its connection as the host goes down: that is the reboot working.
-    let _ = conn
-        .run(&host.escalation.root(reboot_command()), None)
-        .await;
+    let _ = conn.run_root(reboot_command(), None).await;
     ctx.pool.forget(&target).await;
     let started = Instant::now();
     let after = loop {
@@ -123,7 +120,11 @@ async fn reboot_one(
                 timeout.as_secs()
             );
         }
-        if let Ok(out) = target.run_fresh(&probe, ATTEMPT).await {
+        let access = ctx.pool.access(&host.name);
+        let probed = target
+            .run_fresh_root(&access, &probe_command(&host.profile), ATTEMPT)
+            .await;
+        if let Ok(out) = probed {
             if let Some(now) = parse(&out.stdout).filter(|b| out.success() && b.id != before.id) {
                 break now;
             }

@@ -60,13 +60,30 @@ pub async fn run_capped(
 }
 
 /// Runs a command here with a deadline: what a brand-new connection is for a local host.
-pub async fn run_fresh(command: &str, timeout: Duration) -> anyhow::Result<Output> {
+pub async fn run_fresh(
+    command: &str,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> anyhow::Result<Output> {
+    use tokio::io::AsyncWriteExt;
     let mut cmd = shell(command);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(timeout, cmd.output())
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let run = async {
+        let mut child = cmd.spawn()?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A command that exits without reading its input is not an error.
+            let _ = pipe.write_all(data).await;
+        }
+        child.wait_with_output().await
+    };
+    let out = tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| {
             anyhow!(
@@ -130,12 +147,30 @@ impl Held {
             Held::Ssh(_, _, input) | Held::Local(_, _, input) => input,
         }
     }
+
+    /// The command's stderr, until taken; a local command's goes nowhere (`None`).
+    pub fn take_stderr(&mut self) -> Option<HeldOut> {
+        match self {
+            Held::Ssh(child, _, _) => child.stderr().take().map(HeldOut::SshErr),
+            Held::Local(..) => None,
+        }
+    }
+
+    /// Waits for the command to end.
+    pub async fn wait(self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Held::Ssh(child, _, _) => child.wait().await.map_err(std::io::Error::other),
+            Held::Local(mut child, _, _) => child.wait().await,
+        }
+    }
 }
 
-/// The stdout of a [`Held`] command.
+/// The stdout (or remote stderr) of a [`Held`] command.
 pub enum HeldOut {
     /// Remote.
     Ssh(openssh::ChildStdout),
+    /// Remote stderr.
+    SshErr(openssh::ChildStderr),
     /// Local.
     Local(tokio::process::ChildStdout),
 }
@@ -156,6 +191,7 @@ impl AsyncRead for HeldOut {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             HeldOut::Ssh(s) => Pin::new(s).poll_read(cx, buf),
+            HeldOut::SshErr(s) => Pin::new(s).poll_read(cx, buf),
             HeldOut::Local(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -206,7 +242,7 @@ mod tests {
         .unwrap();
         assert_eq!(out.stdout, "got hi\n");
         assert_eq!(out.status, Some(3));
-        let out = run_fresh("echo fresh", Duration::from_secs(5))
+        let out = run_fresh("echo fresh", None, Duration::from_secs(5))
             .await
             .unwrap();
         assert!(out.success());

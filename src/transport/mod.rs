@@ -4,13 +4,15 @@ pub mod capture;
 mod escalate;
 mod local;
 mod pool;
+mod privilege;
 mod quote;
 mod ssh;
 mod tuning;
 
-pub use escalate::{Escalation, DEFAULT_ESCALATION};
+pub use escalate::{Escalation, Feed, Secret, SecretBuf, Tool, DEFAULT_ESCALATION};
 pub use local::{Held, HeldIn, HeldOut};
 pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
+pub use privilege::Access;
 #[cfg(test)]
 pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::{Connection, Target};
+use super::{Access, Connection, Secret, Target};
 use crate::fleet::HostName;
 
 type Slot = Arc<OnceCell<Arc<Connection>>>;
@@ -57,6 +57,11 @@ pub struct Pool {
     slots: Mutex<HashMap<HostName, Slot>>,
     handshakes: Semaphore,
     persist: Option<Duration>,
+    /// The sudo password of this run (`--ask-sudo-password`), fed to every escalated command.
+    password: Mutex<Option<Arc<Secret>>>,
+    /// How each host's commands became root when it was last connected to, for the brand-new
+    /// connections that confirm activations while the pooled one may be gone.
+    accesses: Mutex<HashMap<HostName, Access>>,
 }
 
 impl Pool {
@@ -81,6 +86,8 @@ impl Pool {
             slots: Mutex::new(HashMap::new()),
             handshakes: Semaphore::new(opts.parallel.clamp(1, MAX_HANDSHAKES)),
             persist: opts.persist,
+            password: Mutex::new(None),
+            accesses: Mutex::new(HashMap::new()),
         })
     }
 
@@ -110,9 +117,30 @@ impl Pool {
             .cloned()
     }
 
-    /// Opens a connection: reuses a persisted master that still answers, otherwise starts one,
-    /// at most [`MAX_HANDSHAKES`] at once, retrying failures that may pass with a backoff.
+    /// Opens a connection and finds out how its commands become root, before anything else
+    /// runs on the host (a host whose escalation would prompt fails here).
     async fn open(&self, target: &Target) -> anyhow::Result<Connection> {
+        let mut conn = self.connect(target).await?;
+        let password = self.password.lock().unwrap().clone();
+        match super::privilege::probe(&conn, password.as_ref()).await {
+            Ok(access) => {
+                self.accesses
+                    .lock()
+                    .unwrap()
+                    .insert(target.host.clone(), access.clone());
+                conn.access = access;
+                Ok(conn)
+            }
+            Err(e) => {
+                conn.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects: reuses a persisted master that still answers, otherwise starts one, at most
+    /// [`MAX_HANDSHAKES`] at once, retrying failures that may pass with a backoff.
+    async fn connect(&self, target: &Target) -> anyhow::Result<Connection> {
         let _permit = self
             .handshakes
             .acquire()
@@ -148,6 +176,28 @@ impl Pool {
         if let Some(conn) = old.as_ref().and_then(|s| s.get()) {
             conn.close().await;
         }
+    }
+
+    /// Sets the sudo password for every later escalated command (hosts that failed for want
+    /// of it are tried again on their next use: failures are not cached).
+    pub fn set_sudo_password(&self, password: Secret) {
+        *self.password.lock().unwrap() = Some(Arc::new(password));
+    }
+
+    /// How `host`'s commands become root, as found when it was last connected to (`Direct`
+    /// before that).
+    pub fn access(&self, host: &HostName) -> Access {
+        self.accesses
+            .lock()
+            .unwrap()
+            .get(host)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether a sudo password was given.
+    pub fn has_sudo_password(&self) -> bool {
+        self.password.lock().unwrap().is_some()
     }
 
     /// Drops the cached connection of `target` and opens a new one.

@@ -41,6 +41,8 @@ pub struct Target {
     pub system: String,
     /// The host is this machine, reached without ssh (`local = true`).
     pub local: bool,
+    /// How commands that need root are wrapped when the login is not root.
+    pub escalation: super::Escalation,
 }
 
 impl Target {
@@ -55,6 +57,7 @@ impl Target {
             options: host.ssh_options.clone(),
             system: host.system.clone(),
             local: host.local,
+            escalation: host.escalation.clone(),
         }
     }
 
@@ -165,18 +168,40 @@ impl Target {
 
     /// Runs `remote` over a brand-new connection, with a deadline.
     pub async fn run_fresh(&self, remote: &str, timeout: Duration) -> anyhow::Result<Output> {
+        self.run_fresh_input(remote, None, timeout).await
+    }
+
+    /// [`Target::run_fresh`], feeding `stdin` to the command.
+    pub async fn run_fresh_input(
+        &self,
+        remote: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
         if self.local {
-            return super::local::run_fresh(remote, timeout).await;
+            return super::local::run_fresh(remote, stdin, timeout).await;
         }
         let secs = timeout.as_secs().clamp(1, 30) as u32;
         let argv = self.fresh_argv(remote, secs, &Tuning::of(self).await);
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let out = tokio::time::timeout(timeout, cmd.output())
+        let run = async {
+            let mut child = cmd.spawn()?;
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A command that exits without reading its input is not an error.
+                let _ = pipe.write_all(data).await;
+            }
+            child.wait_with_output().await
+        };
+        let out = tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| {
                 anyhow!(
@@ -240,6 +265,8 @@ pub struct Connection {
     /// The multiplexed session; `None` for a local host, whose commands run here.
     session: Option<Arc<openssh::Session>>,
     control: PathBuf,
+    /// How commands become root, found when the connection opened (see `privilege.rs`).
+    pub(super) access: super::privilege::Access,
 }
 
 impl std::fmt::Debug for Connection {
@@ -283,6 +310,7 @@ impl Connection {
             ))),
             target,
             control,
+            access: Default::default(),
         };
         let answered = tokio::time::timeout(RESUME_CHECK, conn.run("true", None)).await;
         if matches!(answered, Ok(Ok(ref out)) if out.success()) {
@@ -307,6 +335,7 @@ impl Connection {
                 target,
                 session: None,
                 control,
+                access: Default::default(),
             });
         }
         let log = control.with_extension("log");
@@ -351,7 +380,13 @@ impl Connection {
             target,
             session: Some(Arc::new(session)),
             control,
+            access: Default::default(),
         })
+    }
+
+    /// How this connection's commands become root.
+    pub fn access(&self) -> &super::privilege::Access {
+        &self.access
     }
 
     /// The host this connection reaches.
@@ -557,6 +592,7 @@ mod tests {
             options: vec!["-o".into(), "Compression=yes".into()],
             system: "x86_64-linux".into(),
             local: false,
+            escalation: Default::default(),
         }
     }
 

@@ -228,6 +228,7 @@ pub struct SandboxBuilder {
     builders: usize,
     size_kib: u64,
     cache: bool,
+    extra: Vec<String>,
 }
 
 impl SandboxBuilder {
@@ -255,6 +256,26 @@ impl SandboxBuilder {
         self
     }
 
+    /// Hosts whose `deploy` login must type its password for sudo (`--sudo-password`).
+    pub fn sudo_password(mut self, hosts: &[&str]) -> Self {
+        self.extra
+            .extend(["--sudo-password".to_string(), hosts.join(",")]);
+        self
+    }
+
+    /// Every host runs its own Nix daemon, so `deploy` can use the store (`--nix-daemons`).
+    pub fn nix_daemons(mut self) -> Self {
+        self.extra.push("--nix-daemons".to_string());
+        self
+    }
+
+    /// Hosts whose Nix daemon does not trust `deploy` (`--untrusted`).
+    pub fn untrusted(mut self, hosts: &[&str]) -> Self {
+        self.extra
+            .extend(["--untrusted".to_string(), hosts.join(",")]);
+        self
+    }
+
     /// Runs `nixdeploy sandbox up` in a fresh temp dir and panics if it fails.
     pub fn up(self) -> Sandbox {
         let tmp = TempDir::new().expect("temp dir");
@@ -270,6 +291,7 @@ impl SandboxBuilder {
             .nixdeploy(&["sandbox", "up"])
             .args(&sandbox.up_args(self.hosts, self.builders, self.size_kib))
             .args(if self.cache { &["--cache"][..] } else { &[] })
+            .args(&self.extra)
             .success();
         sandbox
     }
@@ -290,6 +312,7 @@ impl Sandbox {
             builders: 0,
             size_kib: 64,
             cache: false,
+            extra: Vec::new(),
         }
     }
 

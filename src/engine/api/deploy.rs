@@ -109,10 +109,14 @@ pub mod api {
     /// (default: the host's `substituteOnDestination` — colmena's, or `false` for a deploy-rs
     /// `fastConnection` — else `true`). Every profile of the host is copied, not only the
     /// system; a prebuilt store path this machine lacks is substituted by the host itself.
-    /// `via` (`"direct"`, the default, or `"cache"`): with `"cache"` the union of the hosts'
-    /// closures is signed and pushed once to the inventory's `cache` (only what it lacks) and
-    /// each host substitutes its closure from there; a host that cannot reach the cache is
-    /// copied to directly, and its entry says so (`fallback`).
+    /// `via` says how closures travel: `"direct"` (the default; also `"nix-copy"`) runs
+    /// `nix copy` to each host, signed first when the host has a `signingKey` or the run
+    /// `--sign-with`; `"cache"` signs and pushes the union of the hosts' closures once to the
+    /// inventory's `cache` (only what it lacks) and each host substitutes its closure from
+    /// there — a host that cannot reach the cache is copied to directly, and its entry says so
+    /// (`fallback`); `"import"` sends the missing paths through `nix-store --import` run as
+    /// root on the host (through its `privilegeEscalation`), for a login its Nix does not trust
+    /// or a host without a Nix daemon (see docs/non-root.md).
     ///
     /// ```rhai
     /// copy(b, #{ substitute: false });

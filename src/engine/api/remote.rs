@@ -32,8 +32,9 @@ pub mod api {
 
     /// `exec` with options: `read_only: true` (the command changes nothing, so it also runs in a
     /// dry run), `timeout` in seconds, `stdin` text, `quiet: true` (collect output without
-    /// streaming it), `max_output` (bytes kept per stream and host, default 1048576). An array
-    /// command is quoted word by word.
+    /// streaming it), `max_output` (bytes kept per stream and host, default 1048576), `sudo:
+    /// true` (run it as root: through the host's `privilegeEscalation` when its login is not
+    /// root). An array command is quoted word by word.
     ///
     /// ```rhai
     /// exec(hosts(), ["systemctl", "is-active", "nginx"], #{ read_only: true, timeout: 10 });
@@ -71,6 +72,7 @@ pub mod api {
             timeout: opts.seconds("timeout")?,
             stdin: opts.string("stdin")?.map(String::into_bytes),
             quiet: opts.bool("quiet")?.unwrap_or(false),
+            sudo: opts.bool("sudo")?.unwrap_or(false),
             max_output: match opts.raw("max_output") {
                 None => None,
                 Some(v) if v.is_int() && v.as_int().unwrap_or(0) >= 64 => {
@@ -101,5 +103,26 @@ pub mod api {
             &api,
             Report::from_results("exec", call_site(&ctx), results, |_| None),
         ))
+    }
+
+    /// Asks once, on the terminal and without echo, for the sudo password of the hosts' logins
+    /// (REPL counterpart of `run --ask-sudo-password`). Every later command that needs root
+    /// gets it over stdin; hosts that failed for want of it are tried again on their next use.
+    /// The password is never echoed, stored in the history, or passed on a command line.
+    ///
+    /// ```rhai
+    /// ask_sudo_password();
+    /// exec(hosts(), "id -u", #{ sudo: true });
+    /// ```
+    #[rhai_fn(name = "ask_sudo_password", return_raw)]
+    pub fn ask_sudo_password(ctx: NativeCallContext) -> Result<(), Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        match crate::commands::askpass::ask() {
+            Ok(password) => {
+                api.ctx.pool.set_sudo_password(password);
+                Ok(())
+            }
+            Err(e) => fail(format!("ask_sudo_password: {e}")),
+        }
     }
 }

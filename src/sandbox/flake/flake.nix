@@ -110,15 +110,18 @@
         sshConfig = fleet.sshConfig;
         # No binary cache is reachable from a sandbox: do not wait for one.
         nixOptions = { substituters = ""; };
-        # `sandbox up --cache` adds the sandbox's binary cache (push, url, publicKey, signingKeyFile).
-        defaults = { targetUser = "root"; } // (if fleet ? cache then { inherit (fleet) cache; } else { });
+        # `defaults` and each host's `inventory` in fleet.json add inventory fields
+        # (targetUser, privilegeEscalation, signingKey, ...); `sandbox up --cache` adds the
+        # sandbox's binary cache (push, url, publicKey, signingKeyFile).
+        defaults = { targetUser = "root"; } // (fleet.defaults or { })
+          // (if fleet ? cache then { inherit (fleet) cache; } else { });
         hosts = builtins.mapAttrs
           (name: h: {
             tags = h.tags or [ ];
             system = h.system or "x86_64-linux";
             buildOn = h.buildOn or "local";
             keys = h.keys or { };
-          })
+          } // (h.inventory or { }))
           fleet.hosts;
         builders = builtins.mapAttrs
           (name: b: {
