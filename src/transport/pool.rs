@@ -195,11 +195,6 @@ impl Pool {
             .unwrap_or_default()
     }
 
-    /// Whether a sudo password was given.
-    pub fn has_sudo_password(&self) -> bool {
-        self.password.lock().unwrap().is_some()
-    }
-
     /// Drops the cached connection of `target` and opens a new one.
     pub async fn reconnect(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
         let old = {
