@@ -694,7 +694,7 @@ fn catalogue() -> Vec<Case> {
             "copy via an unknown route",
             "copy(hosts(), #{ via: \"ftp\" });\n",
             "bad.rhai:1:1",
-            "option `via` must be \"direct\" or \"cache\", found \"ftp\"",
+            "option `via` must be \"direct\", \"cache\" or \"import\", found \"ftp\"",
         ),
         rb(
             "copy via cache with no cache in the inventory",
