@@ -12,9 +12,8 @@ hosts=${NIXDEPLOY_DEMO_HOSTS:-8}
 "$bin" sandbox up --hosts "$hosts" --dir "$dir"
 flake=$("$bin" sandbox status --dir "$dir" --json | sed -n 's/.*"flake": *"\([^"]*\)".*/\1/p')
 "$bin" hosts --flake "$flake"
-runbook=runbooks/canary.rhai
-[ -f "$runbook" ] || runbook=runbooks/apply.rhai
-"$bin" run "$runbook" --flake "$flake" --yes
+# The sandbox hosts serve /health on port 8080, so the canary's opt-in HTTP check is switched on.
+"$bin" run canary --flake "$flake" --yes --set health=http://127.0.0.1:8080/health
 echo
 echo "Deployed. Look around:  $bin hosts --flake $flake"
 echo "                        $bin repl --flake $flake"

@@ -110,3 +110,38 @@ fn a_fleet_that_cannot_fit_in_the_open_file_limit_is_refused_before_any_host_is_
     );
     assert!(!sb.host_root("h1").join("run/touched").exists());
 }
+
+#[test]
+fn two_hundred_fifty_six_hosts_at_parallel_256_run_without_running_out_of_files() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::builder().hosts(256).size_kib(64).up();
+    let book = common::runbook(&sb, "touch.rhai", r#"exec(hosts(), "touch /run/touched");"#);
+    // The usual soft limit; nixdeploy raises it to the hard limit itself.
+    let hard = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .expect("ulimit")
+            .stdout,
+    )
+    .expect("utf-8");
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--nofile=1024:{}", hard.trim()))
+        .arg("--")
+        .arg(common::BIN)
+        .arg("run")
+        .arg(&book)
+        .args(["--flake", &sb.flake(), "--parallel", "256", "--no-persist"])
+        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
+        .output()
+        .expect("run prlimit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("256 host(s): 256 untouched"), "{stderr}");
+    assert!(!stderr.contains("too many open files"), "{stderr}");
+    for host in ["h1", "h189", "h190", "h256"] {
+        assert!(sb.host_root(host).join("run/touched").exists(), "{host}");
+    }
+}

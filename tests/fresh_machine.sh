@@ -13,13 +13,25 @@ work=$1 bin=$2 repo=$3
 
 mkdir -p "$work/layer" "$work/out"
 mount -t tmpfs nixdeploy-fresh "$work/layer"
-mkdir "$work/layer/upper" "$work/layer/work" "$work/layer/root"
+upper=$work/layer/upper
+mkdir "$upper" "$work/layer/work" "$work/layer/root"
 root=$work/layer/root
-mount -t overlay overlay -o "lowerdir=/,upperdir=$work/layer/upper,workdir=$work/layer/work" "$root"
 
-# What a fresh machine does not have. Deleting through the overlay only hides these here.
-rm -rf "$root/nix" "$root/etc/nix" "$root/root/.ssh"
-rm -f "$root"/etc/ssh/ssh_host_*
+# What a fresh machine does not have, hidden by whiteouts (character devices 0/0) in the upper
+# layer, made before the overlay is mounted: unlike deleting through the overlay, this cannot
+# race with other processes adding paths to this machine's /nix/store meanwhile.
+hide() {
+    mkdir -p "$upper$(dirname "$1")"
+    mknod "$upper$1" c 0 0
+}
+hide /nix
+hide /etc/nix
+hide /root/.ssh
+for key in /etc/ssh/ssh_host_*; do
+    [ -e "$key" ] && hide "$key"
+done
+mount -t overlay overlay -o "lowerdir=/,upperdir=$upper,workdir=$work/layer/work" "$root"
+
 for db in passwd group shadow gshadow; do
     [ -f "$root/etc/$db" ] && sed -i '/^nixbld/d;/^nix-users:/d' "$root/etc/$db"
 done

@@ -136,7 +136,17 @@ fn an_unhealthy_canary_rolls_back_and_no_other_host_is_touched() {
         .collect();
     let stores: Vec<_> = (2..=n).map(|i| sb.store_paths(&format!("h{i}"))).collect();
 
-    let out = run(&sb, &example("canary.rhai"), &["--set", "soak=2"]);
+    // The HTTP health check is opt-in in the shipped canary runbook.
+    let out = run(
+        &sb,
+        &example("canary.rhai"),
+        &[
+            "--set",
+            "soak=2",
+            "--set",
+            "health=http://127.0.0.1:8080/health",
+        ],
+    );
     out.assert_failure();
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(text.contains("canary deploy stopped at the"), "{out}");

@@ -54,35 +54,6 @@ fn break_command() -> String {
     )
 }
 
-fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// Makes sure this run holds `host`'s deploy lock (taken once, kept until the run ends).
 pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
     if ctx.locks.lock().unwrap().contains_key(&host.name) {
@@ -94,7 +65,7 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
         ctx.meta.machine,
         std::process::id(),
         ctx.meta.runbook.replace(' ', "_"),
-        rfc3339_now()
+        crate::journal::rfc3339(SystemTime::now())
     );
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     for attempt in 0..2 {
@@ -171,13 +142,6 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_map_to_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
-    }
 
     #[test]
     fn lock_commands_are_valid_shell() {

@@ -4,7 +4,7 @@
 mod lock;
 pub mod script;
 
-pub use lock::{civil_from_days, lock, LockGuard};
+pub use lock::{lock, LockGuard};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

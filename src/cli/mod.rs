@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 use crate::exit::{exit_for, Exit};
 
+mod ecosystem;
+
 /// Deploy NixOS configurations to fleets, with deployments written as Rhai runbooks.
 #[derive(Debug, Parser)]
 #[command(name = "nixdeploy", version, propagate_version = true)]
@@ -77,13 +79,31 @@ enum Command {
         #[command(subcommand)]
         action: SandboxAction,
     },
+    // ---- ecosystem: daily habits, setup and shell integration (cli/ecosystem.rs) ----
+    /// Build, copy and activate the selected hosts (the shipped `apply` runbook).
+    Apply(ecosystem::ApplyArgs),
+    /// Build the selected hosts' systems and print their store paths (the shipped `build` runbook).
+    Build(ecosystem::BuildArgs),
+    /// Run a command on the selected hosts, live and prefixed (the shipped `exec` runbook).
+    Exec(ecosystem::ExecArgs),
+    /// List the runbooks shipped with nixdeploy (`run NAME` uses them).
+    Runbooks(ecosystem::RunbooksArgs),
+    /// Set up a flake repo: a starter inventory from its hosts and a runbooks/ directory.
+    Init(ecosystem::InitArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(ecosystem::CompletionsArgs),
+    /// Print the man page (roff).
+    Man(ecosystem::ManArgs),
+    // ---- end of ecosystem ----
 }
 
 /// `nixdeploy run`.
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
 struct RunArgs {
-    /// The runbook to run (`runbooks/apply.rhai`).
+    /// The runbook to run: a file (`runbooks/apply.rhai`), or the name of a shipped runbook
+    /// (`canary`; see `nixdeploy runbooks`) when no such file exists.
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     runbook: Option<PathBuf>,
     #[command(flatten)]
     fleet: FleetArgs,
@@ -94,7 +114,8 @@ struct RunArgs {
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
-    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`.
+    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`, typed as the
+    /// runbook declares it (`--help` with a runbook lists them).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Print newline-delimited JSON events instead of the terminal view.
@@ -190,7 +211,7 @@ enum SandboxAction {
     /// Bring up (or complete) a sandbox fleet.
     Up {
         /// How many hosts.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=256))]
         hosts: u32,
         /// How many remote builders (hosts that also build `aarch64-linux`).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
@@ -250,16 +271,8 @@ fn render_error(err: &anyhow::Error) -> String {
             return f.message.clone();
         }
     }
-    let mut text = String::from("error: ");
-    let mut first = true;
-    for cause in err.chain() {
-        if !first {
-            text.push_str(": ");
-        }
-        first = false;
-        text.push_str(&cause.to_string());
-    }
-    text
+    // anyhow's alternate form is exactly "what: cause: cause", one `: ` per link of the chain.
+    format!("error: {err:#}")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
@@ -277,6 +290,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             force_unlock: a.force_unlock,
             help: a.help,
             persist: a.connect.persist(),
+            shipped: false,
+            fail_on_step_failure: false,
+            usage: ecosystem::run_help(),
         }),
         Command::Repl(a) => commands::repl::run(commands::repl::Options {
             flake: a.fleet.flake,
@@ -309,5 +325,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
             SandboxAction::Down { dir } => commands::sandbox::down(dir),
         },
+        // ---- ecosystem ----
+        Command::Apply(a) => ecosystem::apply(a),
+        Command::Build(a) => ecosystem::build(a),
+        Command::Exec(a) => ecosystem::exec(a),
+        Command::Runbooks(a) => ecosystem::runbooks(a),
+        Command::Init(a) => ecosystem::init(a),
+        Command::Completions(a) => ecosystem::completions(a),
+        Command::Man(a) => ecosystem::man(a),
     }
 }

@@ -1,11 +1,12 @@
-//! `nixdeploy check`: compile runbooks and their libraries, report errors and where imports came from.
+//! `nixdeploy check`: compile runbooks (files, or shipped ones by name) and their libraries,
+//! report errors, which runbook was checked and where imports came from.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::engine::docs::check_runbook;
 use crate::engine::Session;
-use crate::exit::{Exit, Failure};
+use crate::exit::Exit;
 use crate::fleet::Inventory;
 
 /// Compiles runbooks without contacting hosts.
@@ -17,10 +18,11 @@ pub fn run(runbooks: &[PathBuf], lib: &[PathBuf], flake: Option<&str>) -> anyhow
     };
     let mut exit = Exit::Success;
     for runbook in runbooks {
-        let source = runbook.display().to_string();
-        let text = std::fs::read_to_string(runbook)
-            .map_err(|e| Failure::input(format!("cannot read runbook {source}: {e}")))?;
+        let book = super::shipped::load(runbook)?;
+        let (source, text) = (book.source.clone(), book.text.clone());
+        println!("{}: checking {}", runbook.display(), book.describe());
         let mut session = Session::new(None, rhai::Map::new(), lib.to_vec(), flake_inputs.clone());
+        book.mark(session.resolver());
         let (problems, imports) = check_runbook(&mut session, &source, &text);
         for note in &imports {
             let shadows = if note.shadowed.is_empty() {

@@ -16,8 +16,11 @@ use crate::report::{render_summary, Event, JsonSink, Level, Reporter, Sink, Term
 /// Everything `nixdeploy run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The runbook file.
+    /// The runbook: a file, or a shipped runbook's name when no such file exists.
     pub runbook: Option<PathBuf>,
+    /// Always the shipped runbook of that name, even when a file of that name exists (the thin
+    /// subcommands `apply`, `build`, `exec`).
+    pub shipped: bool,
     /// `--flake`.
     pub flake: String,
     /// `--on`.
@@ -40,10 +43,13 @@ pub struct Options {
     pub help: bool,
     /// `--persist SECS` (`None`: `--no-persist`).
     pub persist: Option<std::time::Duration>,
+    /// A step that failed on any host fails the run (exit 1) even when the runbook looked at
+    /// its report: `nixdeploy exec`, whose runbook reads every host's status to print it.
+    pub fail_on_step_failure: bool,
+    /// The command's full help as the command line renders it (printed by `--help`, with the
+    /// runbook's parameters after it).
+    pub usage: String,
 }
-
-const USAGE: &str = "Usage: nixdeploy run RUNBOOK [--flake REF] [--on SELECTOR] [--parallel N] [--set KEY=VALUE]... \
-[--json] [--dry-run] [--yes] [--force-unlock] [--lib DIR]...";
 
 /// Splits `--set key=value` flags (values are typed later, against the runbook's declarations).
 pub fn parse_set(set: &[String]) -> Result<Vec<(String, String)>, Failure> {
@@ -143,23 +149,34 @@ pub fn guard_apply_all(inventory: &Inventory, on: Option<&str>) -> Result<(), Fa
 pub fn run(opts: Options) -> anyhow::Result<Exit> {
     let Some(runbook) = opts.runbook.clone() else {
         if opts.help {
-            println!("Run a runbook against the fleet.\n\n{USAGE}");
+            println!("{}\n{}", opts.usage, super::runbooks::listing());
             return Ok(Exit::Success);
         }
         return Err(Failure::new(
             Exit::Usage,
-            format!("error: a runbook is required\n\n{USAGE}"),
+            format!(
+                "error: a runbook is required: a file, or a shipped runbook ({})\n\n{}",
+                super::shipped::names().join(", "),
+                opts.usage
+            ),
         )
         .into());
     };
     let pairs = parse_set(&opts.set)?;
-    let source = runbook.display().to_string();
-    let text = std::fs::read_to_string(&runbook)
-        .map_err(|e| Failure::input(format!("cannot read runbook {source}: {e}")))?;
+    let book = if opts.shipped {
+        let name = runbook.display().to_string();
+        super::shipped::shipped(&name)
+            .ok_or_else(|| Failure::input(format!("no shipped runbook `{name}`")))?
+    } else {
+        super::shipped::load(&runbook)?
+    };
+    let (source, text) = (book.source.clone(), book.text.clone());
     let declared = crate::engine::params::declared(&source, &text).map_err(Failure::input)?;
     if opts.help {
         println!(
-            "{USAGE}\n\n{source}\n{}",
+            "{}\nRunbook: {}\n{}",
+            opts.usage,
+            book.describe(),
             crate::engine::params::render_help(&declared)
         );
         return Ok(Exit::Success);
@@ -168,6 +185,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
 
     // Compile before anything else: a broken runbook touches nothing and costs no evaluation.
     let mut probe = Session::new(None, params.clone(), opts.lib.clone(), Default::default());
+    book.mark(probe.resolver());
     let ast = probe
         .compile(&source, &text)
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
@@ -181,6 +199,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         opts.lib.clone(),
         inventory.flake_inputs.clone(),
     );
+    book.mark(resolving.resolver());
     crate::engine::preflight::check_imports(&resolving, &source, &text, &ast)
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -226,7 +245,8 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         opts.lib.clone(),
         inventory.flake_inputs.clone(),
     );
-    let outcome = session.run_file(&runbook);
+    book.mark(session.resolver());
+    let outcome = session.eval(&source, &text);
     runtime.block_on(crate::activation::settle(&ctx));
 
     let mut exit = Exit::Success;
@@ -235,6 +255,15 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
             Level::Error,
             e.rendered.trim_start_matches("error: ").to_string(),
         );
+        if super::annotations::enabled() {
+            eprintln!(
+                "{}",
+                super::annotations::error_line(
+                    &format!("nixdeploy: {source} stopped"),
+                    e.rendered.trim_start_matches("error: ")
+                )
+            );
+        }
         exit = e.exit;
     }
     let unhandled = session.unhandled_failures();
@@ -243,7 +272,13 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
             .message(Level::Error, format!("{at}: {message}"));
     }
     let recorder = ctx.reporter.recorder();
-    if exit == Exit::Success && (!recorder.all_good() || !unhandled.is_empty()) {
+    let step_failed = opts.fail_on_step_failure
+        && recorder.hosts().values().any(|r| {
+            r.steps
+                .iter()
+                .any(|s| s.state == crate::report::StepState::Failed)
+        });
+    if exit == Exit::Success && (!recorder.all_good() || !unhandled.is_empty() || step_failed) {
         exit = Exit::HostsFailed;
     }
     // An interrupted run says so, even though hosts it abandoned or never started show as
@@ -261,6 +296,9 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
             .collect(),
     });
     ctx.reporter.finish();
+    if super::annotations::enabled() {
+        super::annotations::print_failed_hosts(recorder, &source);
+    }
     if !opts.json {
         eprint!("\n{}", render_summary(recorder));
         if opts.dry_run {

@@ -1,7 +1,7 @@
 //! Module resolution for `import "name" as x;`: relative to the importing file, then `--lib`
 //! directories and `NIXDEPLOY_PATH`, then flake inputs (`flake:input/name`), then the embedded stdlib.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +56,9 @@ pub struct Resolver {
     loading: Mutex<Vec<String>>,
     /// Every import resolved: (import text, importing file, where it was found, shadowed candidates).
     pub resolved: Mutex<Vec<Resolution>>,
+    /// Sources that live in the binary (stdlib modules, shipped runbooks): their imports are
+    /// never looked up next to them on disk, where a same-named file is not theirs.
+    embedded: Mutex<HashSet<String>>,
 }
 
 impl Resolver {
@@ -80,7 +83,13 @@ impl Resolver {
             cache: Mutex::new(HashMap::new()),
             loading: Mutex::new(Vec::new()),
             resolved: Mutex::new(Vec::new()),
+            embedded: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Marks `source` as text from the binary, not a file: its imports skip the relative lookup.
+    pub fn mark_embedded(&self, source: &str) {
+        self.embedded.lock().unwrap().insert(source.to_string());
     }
 
     fn with_ext(name: &str) -> String {
@@ -133,7 +142,10 @@ impl Resolver {
         };
         // A runbook named like a library (`canary.rhai` importing "canary") must not import itself.
         let is_importer = importer.is_some_and(|i| same_file(Path::new(i), &relative));
-        if relative.is_file() && !is_importer {
+        // `stdlib/canary.rhai` importing "checks" means the embedded one, even when the current
+        // directory happens to hold a stdlib/ folder (nixdeploy's own checkout does).
+        let embedded = importer.is_some_and(|i| self.embedded.lock().unwrap().contains(i));
+        if relative.is_file() && !is_importer && !embedded {
             found.push(LibraryPath::File(relative));
         }
         if !Path::new(&file).is_absolute() {
@@ -162,6 +174,9 @@ impl Resolver {
             return Ok(m.clone());
         }
         let text = which.text()?;
+        if let LibraryPath::Stdlib(_) = which {
+            self.mark_embedded(&key);
+        }
         self.sources
             .lock()
             .unwrap()

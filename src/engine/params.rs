@@ -186,6 +186,7 @@ pub fn render_help(params: &[Param]) -> String {
     let mut out = String::from("Parameters (--set NAME=VALUE):\n");
     for p in params {
         let default = match &p.default {
+            Some(d) if d.is_empty() => " (default: \"\")".to_string(),
             Some(d) => format!(" (default: {d})"),
             None => " (required)".to_string(),
         };

@@ -57,6 +57,9 @@ fn walk(
             return Err(session.resolver().not_found(&name, pos));
         };
         let key = which.display();
+        if let super::modules::LibraryPath::Stdlib(_) = which {
+            session.resolver().mark_embedded(&key);
+        }
         if let Some(i) = stack.iter().position(|k| *k == key) {
             let mut cycle = stack[i..].to_vec();
             cycle.push(key);

@@ -21,8 +21,8 @@ use crate::exit::Failure;
 use sshd::HostDirs;
 use state::{HostState, Lock, Role, State};
 
-/// Most targets one sandbox holds (addresses `.11`–`.74`).
-pub const MAX_HOSTS: usize = 64;
+/// Most targets one sandbox holds (see [`netns::host_address`]).
+pub const MAX_HOSTS: usize = 256;
 /// Most builders one sandbox holds (addresses `.201`–`.208`).
 pub const MAX_BUILDERS: usize = 8;
 /// How many hosts are set up at once.

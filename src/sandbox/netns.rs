@@ -15,17 +15,29 @@ const GLOBAL_LOCK: &str = "/run/nixdeploy-sandbox.lock";
 /// The first two octets of every sandbox subnet.
 const PREFIX: &str = "10.77";
 
+/// The first two octets of a sandbox's second subnet, `10.78.K.0/24`, for hosts past
+/// [`FIRST_BANK`] (same `K`, so it is free whenever `10.77.K.0/24` is).
+const SECOND_PREFIX: &str = "10.78";
+
+/// Hosts `h1`…`h189` live at `10.77.K.11`–`.199` (builders at `.201`–`.208`); later ones at
+/// `10.78.K.11` onwards.
+pub const FIRST_BANK: u32 = 189;
+
 /// Holds the machine-wide sandbox lock.
 pub fn global_lock() -> anyhow::Result<Lock> {
     Lock::acquire(Path::new(GLOBAL_LOCK))
 }
 
-/// The address of host `name` (`h1` → `.11`, `b1` → `.201`) in subnet `k`.
+/// The address of host `name` (`h1` → `10.77.K.11`, `b1` → `10.77.K.201`, `h190` →
+/// `10.78.K.11`) in subnet `k`.
 pub fn host_address(k: u8, name: &str) -> String {
     let (kind, n) = name.split_at(1);
     let n: u32 = n.parse().unwrap_or(0);
-    let last = if kind == "b" { 200 + n } else { 10 + n };
-    format!("{PREFIX}.{k}.{last}")
+    match kind {
+        "b" => format!("{PREFIX}.{k}.{}", 200 + n),
+        _ if n > FIRST_BANK => format!("{SECOND_PREFIX}.{k}.{}", 10 + n - FIRST_BANK),
+        _ => format!("{PREFIX}.{k}.{}", 10 + n),
+    }
 }
 
 /// Whether a network interface of that name exists in the machine's namespace.
@@ -38,13 +50,15 @@ pub fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
 
-/// Makes sure the sandbox bridge exists with an address in its own `10.77.K.0/24`, allocating
-/// `K` under the machine-wide lock, and returns `K`.
+/// Makes sure the sandbox bridge exists with an address in its own `10.77.K.0/24` (and
+/// `10.78.K.0/24` for hosts past the first bank), allocating `K` under the machine-wide lock,
+/// and returns `K`.
 pub fn ensure_bridge(state: &State) -> anyhow::Result<u8> {
     let _lock = global_lock()?;
     if link_exists(&state.bridge) {
         if let Some(k) = subnets_of(Some(&state.bridge))?.into_iter().next() {
             run("ip", &["link", "set", &state.bridge, "up"])?;
+            ensure_second_bank(&state.bridge, k)?;
             return Ok(k);
         }
     } else {
@@ -58,8 +72,19 @@ pub fn ensure_bridge(state: &State) -> anyhow::Result<u8> {
         .context("no free 10.77.K.0/24 subnet left for another sandbox")?;
     let cidr = format!("{PREFIX}.{k}.1/24");
     run("ip", &["addr", "add", &cidr, "dev", &state.bridge])?;
+    ensure_second_bank(&state.bridge, k)?;
     run("ip", &["link", "set", &state.bridge, "up"])?;
     Ok(k)
+}
+
+/// The bridge's address in the second bank, `10.78.K.1/24`.
+fn ensure_second_bank(bridge: &str, k: u8) -> anyhow::Result<()> {
+    let cidr = format!("{SECOND_PREFIX}.{k}.1/24");
+    let addrs = run("ip", &["-4", "-o", "addr", "show", "dev", bridge])?;
+    if !addrs.contains(&format!("inet {cidr}")) {
+        run("ip", &["addr", "add", &cidr, "dev", bridge])?;
+    }
+    Ok(())
 }
 
 /// The `K`s of every `10.77.K.x` address on the machine (or on one device).
@@ -72,7 +97,8 @@ fn subnets_of(dev: Option<&str>) -> anyhow::Result<BTreeSet<u8>> {
     Ok(parse_subnets(&out))
 }
 
-/// Picks `K` out of every `inet 10.77.K.x/…` in `ip -o addr` output.
+/// Picks `K` out of every `inet 10.77.K.x/…` (or `10.78.K.x`, the second bank) in `ip -o addr`
+/// output.
 fn parse_subnets(text: &str) -> BTreeSet<u8> {
     let mut words = text.split_whitespace().peekable();
     let mut found = BTreeSet::new();
@@ -82,7 +108,7 @@ fn parse_subnets(text: &str) -> BTreeSet<u8> {
         }
         let Some(addr) = words.peek() else { break };
         let mut octets = addr.split(['.', '/']);
-        if octets.next() == Some("10") && octets.next() == Some("77") {
+        if octets.next() == Some("10") && matches!(octets.next(), Some("77" | "78")) {
             if let Some(k) = octets.next().and_then(|k| k.parse().ok()) {
                 found.insert(k);
             }
@@ -206,6 +232,9 @@ mod tests {
         assert_eq!(host_address(5, "h1"), "10.77.5.11");
         assert_eq!(host_address(5, "h64"), "10.77.5.74");
         assert_eq!(host_address(5, "b2"), "10.77.5.202");
+        assert_eq!(host_address(5, "h189"), "10.77.5.199");
+        assert_eq!(host_address(5, "h190"), "10.78.5.11");
+        assert_eq!(host_address(5, "h256"), "10.78.5.77");
     }
 
     #[test]
@@ -213,6 +242,6 @@ mod tests {
         let out = "1: lo    inet 127.0.0.1/8 scope host lo\n\
                    7: ndabc-br    inet 10.77.3.1/24 scope global ndabc-br\n\
                    8: other    inet 10.78.4.1/24 scope global other\n";
-        assert_eq!(parse_subnets(out), BTreeSet::from([3]));
+        assert_eq!(parse_subnets(out), BTreeSet::from([3, 4]));
     }
 }
