@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::inventory::ActivateDefaults;
+use super::inventory::Evaluation;
 use super::name::{check_name, check_tag};
 use super::value::{as_derivation, describe, problem, Attrs};
 use super::{profiles, suggest, BuildOn, Builder, Host, HostName};
@@ -203,9 +204,15 @@ pub struct Toplevel {
 }
 
 /// Reads a `toplevel` value; `missing` is the message for a host that has none.
+/// A `deferred` marker (the metadata pass did not evaluate it) reads as empty paths.
 pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow::Result<Toplevel> {
     match value.filter(|v| !v.is_null()) {
         None => Err(problem(what, missing)),
+        Some(v) if is_deferred(v) => Ok(Toplevel {
+            drv_path: String::new(),
+            out_path: String::new(),
+            system: None,
+        }),
         Some(Value::String(path)) => prebuilt(what, path),
         Some(v) => match as_derivation(v) {
             Some((drv_path, out_path, system)) => Ok(Toplevel {
@@ -222,6 +229,11 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
             )),
         },
     }
+}
+
+/// Whether a value is the metadata pass's marker for a toplevel it did not evaluate.
+pub fn is_deferred(value: &Value) -> bool {
+    value.get("__nixdeploy").and_then(Value::as_str) == Some("deferred")
 }
 
 /// A prebuilt system given as a store path string: nothing to build, `copy` sends or
@@ -268,6 +280,7 @@ pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: Bu
         ssh_options: fields.ssh_options.unwrap_or_default(),
         keys: fields.keys,
         has_system: true,
+        evaluation: Evaluation::Done,
         profiles: Vec::new(),
         system_position: 0,
         activate_defaults: fields.activate,
