@@ -38,6 +38,17 @@ let
   # A toplevel or profile path: evaluated in the toplevel pass, never in the metadata pass.
   heavy = v: if metadataOnly then deferred else clean 0 v;
 
+  # A NixOS configuration's system type, read without its toplevel (null when it cannot be).
+  systemOf = cfg:
+    let
+      tried = builtins.tryEval (cfg.pkgs.stdenv.hostPlatform.system
+        or cfg.config.nixpkgs.hostPlatform.system or cfg.config.nixpkgs.system or null);
+    in
+    if tried.success && isString tried.value then tried.value else null;
+
+  # The toplevel of a NixOS configuration: deferred with its system type in the metadata pass.
+  heavyOf = cfg: v: if metadataOnly then deferred // { system = systemOf cfg; } else clean 0 v;
+
   isDrv = v: isAttrs v && (v.type or null) == "derivation";
 
   # Where an error happened, for the trace that nixdeploy reads back.
@@ -90,7 +101,7 @@ let
           deployment = within "colmenaHive.nodes.${name}.config.deployment"
             (clean 8 (node.config.deployment or null));
           toplevel = within "colmenaHive.nodes.${name}.config.system.build.toplevel"
-            (heavy (node.config.system.build.toplevel or null));
+            (heavyOf node (node.config.system.build.toplevel or null));
         }))
         (pick hive.nodes);
       meta = mapAttrs (key: v: within "colmenaHive.meta.${key}" (clean 2 v)) (
@@ -107,7 +118,7 @@ let
   nixosToplevel = name:
     if isAttrs nixosConfigurations && nixosConfigurations ? ${name} then
       within "nixosConfigurations.${name}.config.system.build.toplevel"
-        (heavy nixosConfigurations.${name}.config.system.build.toplevel)
+        (heavyOf nixosConfigurations.${name} nixosConfigurations.${name}.config.system.build.toplevel)
     else null;
 
   readHost = name: host:

@@ -211,7 +211,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
         Some(v) if is_deferred(v) => Ok(Toplevel {
             drv_path: String::new(),
             out_path: String::new(),
-            system: None,
+            system: v.get("system").and_then(Value::as_str).map(str::to_string),
         }),
         Some(Value::String(path)) => prebuilt(what, path),
         Some(v) => match as_derivation(v) {

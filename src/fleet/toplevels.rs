@@ -107,7 +107,8 @@ pub fn evaluate(
             .cache
             .as_ref()
             .zip(key(host))
-            .and_then(|(cache, key)| cache.get(&key));
+            .and_then(|(cache, key)| cache.get(&key))
+            .filter(derivations_present);
         match hit {
             Some(entry) => {
                 out.entries.insert(host.clone(), entry);
@@ -148,6 +149,23 @@ pub fn evaluate(
     }
     out.millis = start.elapsed().as_millis();
     out
+}
+
+/// Whether every `.drv` a cached entry names is still in the store: a garbage collection may
+/// have removed it since, and then the entry cannot be built from and is evaluated again.
+fn derivations_present(entry: &Value) -> bool {
+    match entry {
+        Value::Object(map)
+            if map.get("__nixdeploy").and_then(Value::as_str) == Some("derivation") =>
+        {
+            map.get("drv")
+                .and_then(Value::as_str)
+                .is_some_and(|drv| std::path::Path::new(drv).exists())
+        }
+        Value::Object(map) => map.values().all(derivations_present),
+        Value::Array(items) => items.iter().all(derivations_present),
+        _ => true,
+    }
 }
 
 type Results = (BTreeMap<String, Value>, BTreeMap<String, String>);
@@ -245,6 +263,16 @@ mod tests {
         };
         assert_eq!(forced.evaluators(100), 6);
         assert_eq!(forced.evaluators(3), 3);
+    }
+
+    #[test]
+    fn a_cached_entry_whose_derivation_was_collected_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let drv = dir.path().join("x.drv");
+        let entry = |drv: &std::path::Path| serde_json::json!({ "tags": [], "toplevel": { "__nixdeploy": "derivation", "drv": drv, "out": "/nix/store/x" } });
+        assert!(!derivations_present(&entry(&drv)));
+        std::fs::write(&drv, "").unwrap();
+        assert!(derivations_present(&entry(&drv)));
     }
 
     #[test]
