@@ -108,18 +108,16 @@ pub fn report_evaluation(ctx: &Context, evaluated: &crate::fleet::Evaluated) {
             path: None,
         });
     }
-    let total = evaluated.cached + evaluated.evaluated;
-    if total > 0 {
-        ctx.reporter.message(
-            Level::Info,
-            format!(
-                "evaluated {total} host(s) in {:.1} s: {} from the evaluation cache, {} by {} evaluator(s)",
-                evaluated.millis as f64 / 1000.0,
-                evaluated.cached,
-                evaluated.evaluated,
-                evaluated.evaluators
-            ),
-        );
+    let hosts = evaluated.cached + evaluated.evaluated;
+    if hosts > 0 {
+        ctx.reporter.emit(Event::Evaluated {
+            hosts,
+            cached: evaluated.cached,
+            evaluated: evaluated.evaluated,
+            failed: evaluated.failed.len(),
+            evaluators: evaluated.evaluators,
+            duration_ms: evaluated.millis as u64,
+        });
     }
 }
 
