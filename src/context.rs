@@ -20,6 +20,13 @@ impl Interrupt {
         self.0.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// Moves to "start nothing new" unless already there or further; returns whether it moved.
+    pub fn stop(&self) -> bool {
+        self.0
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     /// No new host operations may start.
     pub fn stopping(&self) -> bool {
         self.0.load(Ordering::SeqCst) >= 1

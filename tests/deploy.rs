@@ -49,9 +49,11 @@ fn apply_deploys_each_host_its_own_system_and_a_second_run_is_a_no_op() {
             1,
             "{h} has one generation"
         );
-        assert!(
-            sb.activations(&h).iter().any(|a| a.starts_with("switch ")),
-            "{h} ran switch-to-configuration"
+        // Test first, commit after confirmation: `test`, then `boot` once confirmed.
+        assert_eq!(
+            sb.activations(&h),
+            [format!("test {expected}"), format!("boot {expected}")],
+            "{h} ran switch-to-configuration test, then boot"
         );
         systems.insert(expected);
     }

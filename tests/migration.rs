@@ -581,3 +581,93 @@ fn a_profile_that_cuts_the_network_is_rolled_back_by_its_own_watchdog() {
     );
     assert_eq!(log_of(&sb, "h1"), ["v1", "v2", "v1"]);
 }
+
+// ---- bad inputs, without hosts: each is an input error (exit 4) before anything runs ----
+
+/// A flake in a temp dir whose outputs are `outputs`, with `d name` a derivation that is only
+/// ever instantiated.
+fn bare_flake(outputs: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let flake = format!(
+        "{{\n  outputs = {{ self }}:\n    let d = name: derivation {{ inherit name; system = \"x86_64-linux\"; builder = \"/bin/sh\"; args = [ \"-c\" \"echo > $out\" ]; }};\n    in {outputs};\n}}\n"
+    );
+    fs::write(dir.path().join("flake.nix"), flake).unwrap();
+    dir
+}
+
+fn hosts_of(dir: &tempfile::TempDir) -> common::Outcome {
+    common::nixdeploy(&["hosts", "--flake", &flake_ref(dir.path())]).output()
+}
+
+#[test]
+fn a_raw_colmena_output_is_told_to_add_colmena_hive() {
+    let dir = bare_flake(r#"{ colmena = { meta = { }; web = { }; }; }"#);
+    hosts_of(&dir)
+        .assert_code(4)
+        .assert_stderr_contains("add `colmenaHive = colmena.lib.makeHive self.colmena;`");
+}
+
+#[test]
+fn the_outputs_listed_for_a_flake_without_inventory_leave_out_flake_metadata() {
+    let dir = bare_flake(r#"{ packages = { }; checks = { }; }"#);
+    let out = hosts_of(&dir);
+    out.assert_code(4)
+        .assert_stderr_contains("(its outputs: checks, packages)");
+    for meta in ["inputs", "lastModified", "narHash", "outPath", "sourceInfo"] {
+        assert!(!format!("{out}").contains(meta), "{meta} listed: {out}");
+    }
+}
+
+#[test]
+fn a_deploy_rs_profiles_order_naming_an_unknown_profile_is_an_error_with_a_suggestion() {
+    let dir = bare_flake(
+        r#"{ deploy.nodes.web = { hostname = "web"; profilesOrder = [ "sytem" ];
+             profiles.system.path = d "web"; }; }"#,
+    );
+    hosts_of(&dir).assert_code(4).assert_stderr_contains(
+        "deploy.nodes.web: profilesOrder names unknown profile 'sytem' (did you mean 'system'?)",
+    );
+}
+
+#[test]
+fn a_deploy_rs_node_with_only_a_home_profile_leaves_the_others_deployable() {
+    let dir = bare_flake(
+        r#"{ deploy.nodes = {
+             web = { hostname = "web"; profiles.system.path = d "web"; };
+             desk = { hostname = "desk"; profiles.home = { user = "alice"; path = d "home-manager-generation"; }; };
+           }; }"#,
+    );
+    let out = common::nixdeploy(&[
+        "hosts",
+        "--json",
+        "--flake",
+        &flake_ref(dir.path()),
+        "--on",
+        "web",
+    ])
+    .success();
+    assert_eq!(out.json()[0]["name"], "web");
+    let all = common::nixdeploy(&["hosts", "--json", "--flake", &flake_ref(dir.path())]).success();
+    let desk = &all.json()[0];
+    assert_eq!(desk["name"], "desk");
+    assert_eq!(desk["has_system"], false);
+    assert_eq!(desk["profiles"][0]["user"], "alice");
+    assert_eq!(desk["profiles"][0]["kind"], "home-manager");
+}
+
+#[test]
+fn activating_an_unknown_profile_is_an_error_before_any_host_is_contacted() {
+    let dir = bare_flake(
+        r#"{ deploy.nodes.web = { hostname = "192.0.2.1"; profiles.system.path = d "web";
+             profiles.myapp = { user = "root"; path = d "myapp"; }; }; }"#,
+    );
+    let book = dir.path().join("book.rhai");
+    fs::write(&book, r#"activate(hosts(), #{ profile: "myap" });"#).unwrap();
+    let out = common::nixdeploy(&["run"])
+        .args(&[book.as_os_str()])
+        .args(&["--flake", &flake_ref(dir.path())])
+        .output();
+    out.assert_code(3)
+        .assert_stderr_contains("unknown profile 'myap' (did you mean 'myapp'?)");
+    assert!(!format!("{out}").contains("cannot reach"), "{out}");
+}

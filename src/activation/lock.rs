@@ -1,6 +1,9 @@
 //! Deploy locks: one run at a time per host. The lock is an `flock` held by a remote process fed
 //! heartbeats over the run's connection, so it ends with the deployer — even one killed outright.
+//! A lock that ends while the run still holds it (the connection died, the heartbeat stopped) is
+//! noticed at once, reported, and fails the host at its next step: never silently lost.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail};
@@ -20,6 +23,46 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A held lock: dropping it (or the deployer dying) closes the holder's stdin and frees the host.
 pub struct LockGuard {
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Why the remote holder ended on its own, once it has.
+    lost: Lost,
+}
+
+/// Why a lock ended on its own, once it has.
+type Lost = Arc<std::sync::Mutex<Option<String>>>;
+
+impl LockGuard {
+    /// Why the lock ended while the run still held it, if it did.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap().clone()
+    }
+}
+
+/// Lets go of `host`'s deploy lock on purpose (before a reboot, which ends its holder): the
+/// heartbeat stops and nothing reports it lost. A later step takes the lock again.
+pub fn release(ctx: &Context, host: &Host) {
+    if let Some(guard) = ctx.locks.lock().unwrap().remove(&host.name) {
+        guard.heartbeat.abort();
+    }
+}
+
+/// Whether this run holds `host`'s deploy lock; an error when it held it and lost it.
+pub fn holds(ctx: &Context, host: &Host) -> anyhow::Result<bool> {
+    let locks = ctx.locks.lock().unwrap();
+    let Some(guard) = locks.get(&host.name) else {
+        return Ok(false);
+    };
+    match guard.lost() {
+        None => Ok(true),
+        Some(why) => Err(lost_error(host, &why)),
+    }
+}
+
+fn lost_error(host: &Host, why: &str) -> anyhow::Error {
+    anyhow!(
+        "this run lost the deploy lock on {} ({why}); another run may have taken it since, so {} is not changed further. Run again to deploy it",
+        host.name,
+        host.name
+    )
 }
 
 impl Drop for LockGuard {
@@ -56,7 +99,7 @@ fn break_command() -> String {
 
 /// Makes sure this run holds `host`'s deploy lock (taken once, kept until the run ends).
 pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
-    if ctx.locks.lock().unwrap().contains_key(&host.name) {
+    if holds(ctx, host)? {
         return Ok(());
     }
     let owner = format!(
@@ -78,20 +121,18 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
             .unwrap_or(None)
             .unwrap_or_default();
         if first == "locked" {
-            let mut stdin = child.stdin().take().expect("piped");
-            let heartbeat = tokio::spawn(async move {
-                let _child = child;
-                loop {
-                    if stdin.write_all(b"\n").await.is_err() || stdin.flush().await.is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(HEARTBEAT).await;
-                }
-            });
+            let stdin = child.stdin().take().expect("piped");
+            let lost = Lost::default();
+            let watch = Watch {
+                host: host.name.to_string(),
+                reporter: ctx.reporter.clone(),
+                lost: lost.clone(),
+            };
+            let heartbeat = tokio::spawn(watch.run(child, stdin, lines));
             ctx.locks
                 .lock()
                 .unwrap()
-                .insert(host.name.clone(), LockGuard { heartbeat });
+                .insert(host.name.clone(), LockGuard { heartbeat, lost });
             return Ok(());
         }
         let holder = first.strip_prefix("busy ").map(str::to_string);
@@ -137,6 +178,53 @@ pub async fn lock(ctx: &Context, host: &Host) -> anyhow::Result<()> {
         "cannot take the deploy lock on {} even after breaking it",
         host.name
     )
+}
+
+type HeldChild = crate::transport::Held;
+type HolderLines = tokio::io::Lines<BufReader<crate::transport::HeldOut>>;
+
+/// The task that keeps a lock alive and notices when it ends on its own.
+struct Watch {
+    host: String,
+    reporter: crate::report::Reporter,
+    lost: Lost,
+}
+
+impl Watch {
+    /// Sends a heartbeat every [`HEARTBEAT`] and waits for the holder's output to end: it only
+    /// ends when the holder does (its connection died, or it gave the lock up). Aborted when the
+    /// run releases the lock, so reaching the end means the lock was lost.
+    async fn run(
+        self,
+        child: HeldChild,
+        mut stdin: crate::transport::HeldIn,
+        mut lines: HolderLines,
+    ) {
+        let _child = child;
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        let why = loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break "the lock holder's connection ended".to_string(),
+                    Err(e) => break format!("reading from the lock holder failed: {e}"),
+                },
+                _ = tick.tick() => {
+                    if let Err(e) = async { stdin.write_all(b"\n").await?; stdin.flush().await }.await {
+                        break format!("the heartbeat could not be sent: {e}");
+                    }
+                }
+            }
+        };
+        *self.lost.lock().unwrap() = Some(why.clone());
+        self.reporter.message(
+            Level::Error,
+            format!(
+                "lost the deploy lock on {} ({why}); it fails at its next step",
+                self.host
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

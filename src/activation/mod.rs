@@ -1,10 +1,13 @@
 //! Activation: switch/boot/test/dry-activate through a watchdog on the target that rolls back by
 //! itself unless confirmed over a brand-new connection; plain rollbacks; deploy locks.
 
+mod drive;
 mod lock;
+pub mod protocol;
 pub mod script;
 
-pub use lock::{lock, LockGuard};
+pub use drive::{Ending, Ongoing};
+pub use lock::{lock, release as release_lock, LockGuard};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ use crate::context::Context;
 use crate::fleet::Host;
 use crate::report::{Event, FinalState, StepState};
 use crate::steps::{fan_out, fan_out_paths, HostResult, Outcome};
-use crate::transport::Stream;
+use protocol::WatchdogState;
 use script::Activation;
 
 /// How a system is activated.
@@ -63,10 +66,41 @@ impl Mode {
 /// Who confirms an armed activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmMode {
-    /// nixdeploy confirms as soon as the host answers a new connection.
+    /// nixdeploy confirms once the host has answered new connections through the settle window.
     Auto,
     /// The runbook calls `confirm(hosts)` or `rollback(hosts)` itself.
     Manual,
+}
+
+/// What to do when NixOS refuses a live switch (a pre-switch check such as switch inhibitors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefusal {
+    /// Change nothing and fail the host.
+    Fail,
+    /// Make the new system the boot default instead (`switch-to-configuration boot`); it runs
+    /// after the next reboot.
+    Boot,
+}
+
+impl OnRefusal {
+    /// Parses `fail` or `boot`.
+    pub fn parse(s: &str) -> Result<OnRefusal, String> {
+        match s {
+            "fail" => Ok(OnRefusal::Fail),
+            "boot" => Ok(OnRefusal::Boot),
+            other => Err(format!(
+                "unknown on_refusal `{other}`; expected \"fail\" or \"boot\""
+            )),
+        }
+    }
+
+    /// The word the watchdog script takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRefusal::Fail => "fail",
+            OnRefusal::Boot => "boot",
+        }
+    }
 }
 
 /// Options of `activate`.
@@ -82,6 +116,10 @@ pub struct ActivateOptions {
     pub activation_timeout: Duration,
     /// Who confirms.
     pub confirm: ConfirmMode,
+    /// How long the host must keep answering new connections before it is confirmed.
+    pub settle: Duration,
+    /// What to do when a live switch is refused.
+    pub on_refusal: OnRefusal,
 }
 
 impl Default for ActivateOptions {
@@ -92,6 +130,8 @@ impl Default for ActivateOptions {
             confirm_timeout: Duration::from_secs(30),
             activation_timeout: Duration::from_secs(240),
             confirm: ConfirmMode::Auto,
+            settle: Duration::from_secs(2),
+            on_refusal: OnRefusal::Fail,
         }
     }
 }
@@ -99,14 +139,8 @@ impl Default for ActivateOptions {
 /// An activation that waits for `confirm` or `rollback` from the runbook.
 #[derive(Debug, Clone)]
 pub struct Armed {
-    /// The watchdog's token.
-    pub token: String,
-    /// The new system.
-    pub path: String,
-    /// The system it replaced.
-    pub previous: Option<String>,
-    /// When the watchdog gives up and rolls back.
-    pub deadline: Instant,
+    /// Everything needed to drive it to its end.
+    pub ongoing: Ongoing,
 }
 
 /// What activation did on one host.
@@ -118,7 +152,7 @@ pub struct Activated {
     pub previous: Option<String>,
     /// The profile generation now current, when the profile was set.
     pub generation: Option<u32>,
-    /// `deployed`, `unchanged`, `armed`, `rolled back`, `planned`.
+    /// `deployed`, `unchanged`, `armed`, `staged`, `rolled back`, `planned`.
     pub state: String,
 }
 
@@ -128,10 +162,12 @@ pub struct Activated {
 pub struct RolledBack(pub String);
 
 /// What a host runs now.
-struct Current {
+#[derive(Debug, Clone, Default)]
+pub struct Current {
     system: Option<String>,
     profile: Option<String>,
     profile_link: Option<String>,
+    boot_id: Option<String>,
 }
 
 fn generation_of(link: &str) -> Option<u32> {
@@ -157,6 +193,7 @@ async fn current(ctx: &Context, host: &Host) -> anyhow::Result<Current> {
         system: lines.next().flatten(),
         profile: lines.next().flatten(),
         profile_link: lines.next().flatten(),
+        boot_id: None,
     })
 }
 
@@ -175,7 +212,7 @@ pub async fn activate(
             let previous = ctx.reporter.recorder().state(&host.name);
             let state = match &result {
                 Ok(o) => match o.value.state.as_str() {
-                    "deployed" => Some(FinalState::Deployed),
+                    "deployed" | "staged" => Some(FinalState::Deployed),
                     "unchanged" => Some(FinalState::Unchanged),
                     "rolled back" => Some(FinalState::RolledBack),
                     "planned" => Some(FinalState::Planned),
@@ -240,7 +277,7 @@ async fn activate_one(
     // A host this run has not locked yet (its copy was skipped) is asked first whether there is
     // anything to do: an unchanged host is never locked. Otherwise the start command itself
     // reads what the host runs, so a change costs one round trip before the confirmation.
-    let locked = ctx.locks.lock().unwrap().contains_key(&host.name);
+    let locked = lock::holds(ctx, host)?;
     if ctx.options.dry_run || !locked {
         let now = current(ctx, host).await?;
         value.previous = now.system.clone();
@@ -266,97 +303,85 @@ async fn activate_one(
         magic,
         confirm_timeout: opts.confirm_timeout,
         activation_timeout: opts.activation_timeout,
+        on_refusal: opts.on_refusal,
     };
     let started = Instant::now();
     let limit = opts.activation_timeout + Duration::from_secs(15);
-    let run = follow(
+    let run = drive::follow(
         ctx,
         host,
         &script::start(&act),
-        Some(&script::watchdog(&act)),
+        &script::watchdog(&act),
         limit,
     )
     .await;
-    let Some(now) = run.current else {
-        // The start command never ran: nothing was launched.
-        return Err(run
-            .error
-            .unwrap_or_else(|| anyhow!("no answer from {} to the activation", host.name)));
-    };
+    let now = run.current.clone().unwrap_or_default();
     value.previous = now.system.clone();
-    let new_link = run.new_link;
-    // No verdict: the connection died during activation (a configuration that cuts the
-    // network, say); the confirmation below finds out over a brand-new connection.
-    let state = run.state.unwrap_or_else(|| "unknown".to_string());
-    match state.as_str() {
-        "unchanged" => return unchanged(ctx, host, value, now.profile_link.as_deref()).await,
-        "missing" => bail!(
-            "{path} is not on {} or has no bin/switch-to-configuration; copy it first",
-            host.name
-        ),
-        s if s.starts_with("failed:setup") => bail!(
-            "could not start the activation on {}: cannot write to {}",
-            host.name,
-            script::STATE_DIR
-        ),
-        _ => {}
-    }
-    value.generation = new_link.as_deref().and_then(generation_of);
-    if state == "done" {
-        return finished(ctx, host, value).await;
-    }
-    if let Some(why) = state.strip_prefix("rolled-back:") {
-        return Err(RolledBack(format!(
-            "{}; the previous system is active again",
-            describe_rollback(why, opts.mode)
-        ))
-        .into());
-    }
-    if let Some(why) = state.strip_prefix("failed:") {
-        bail!("activation failed ({why})");
-    }
-    if let Some(why) = state.strip_prefix("rollback-failed:") {
-        bail!("activation failed ({why}) and so did the rollback; the host needs attention");
-    }
-    // Armed, or unknown because the connection was lost: confirm over a brand-new connection.
-    let deadline = if state == "armed" {
-        Instant::now() + opts.confirm_timeout
-    } else {
-        started + opts.activation_timeout + opts.confirm_timeout
+    value.generation = run.new_link.as_deref().and_then(generation_of);
+    let mut on = Ongoing {
+        token,
+        path: path.to_string(),
+        profile: host.profile.clone(),
+        previous: now.system.clone(),
+        boot_id: now.boot_id.clone(),
+        mode: opts.mode,
+        settle: opts.settle,
+        confirm_timeout: opts.confirm_timeout,
+        confirm_deadline: None,
+        give_up: started + opts.activation_timeout + opts.confirm_timeout + Duration::from_secs(60),
     };
-    if opts.confirm == ConfirmMode::Manual && state == "armed" {
-        ctx.armed.lock().unwrap().insert(
-            host.name.clone(),
-            Armed {
-                token: token.clone(),
-                path: path.to_string(),
-                previous: value.previous.clone(),
-                deadline,
-            },
-        );
-        value.state = "armed".into();
-        let secs = opts.confirm_timeout.as_secs();
-        return Ok(Outcome::done(value)
-            .with_message(format!("armed: confirm within {secs}s or it rolls back")));
-    }
-    match confirm_until(ctx, host, &token, deadline).await {
-        Ok(()) => finished(ctx, host, value).await,
-        Err(e) => Err(e),
-    }
-}
-
-fn describe_rollback(why: &str, mode: Mode) -> String {
-    match why.strip_prefix("activation-") {
-        Some("timeout") => "switch-to-configuration timed out and the host rolled back".to_string(),
-        Some(code) => format!(
-            "switch-to-configuration {} failed ({}) and the host rolled back",
-            mode.as_str(),
-            code.replace("exit-", "exit status ")
-        ),
-        None if why == "no-confirmation" => {
-            "no confirmation reached the host in time; it rolled itself back".to_string()
+    let state = match (run.verdict, run.current.is_some()) {
+        (Some(v), _) => v,
+        // The connection ended before the launch was reported: look once whether it happened.
+        (None, false) => {
+            let error = run
+                .error
+                .unwrap_or_else(|| anyhow!("no answer from {} to the activation", host.name));
+            match drive::observe(ctx, host, &on, Duration::from_secs(5)).await {
+                Some(o) if o.state != WatchdogState::Absent => o.state,
+                _ => return Err(error),
+            }
         }
-        None => format!("rolled back ({why})"),
+        // Launched, but the connection died before a verdict (a configuration that cuts the
+        // network, say): the watchdog carries on, and is asked over brand-new connections.
+        (None, true) => {
+            if let Some(e) = &run.error {
+                ctx.reporter.message(
+                    crate::report::Level::Warn,
+                    format!("{}: {e:#}; asking it over new connections", host.name),
+                );
+            }
+            WatchdogState::Activating
+        }
+    };
+    if state == WatchdogState::Armed {
+        on.armed_until(Instant::now() + opts.confirm_timeout);
+    }
+    let confirm_here = opts.confirm == ConfirmMode::Auto;
+    match drive::drive(ctx, host, &mut on, state, confirm_here).await? {
+        Ending::Unchanged => unchanged(ctx, host, value, now.profile_link.as_deref()).await,
+        Ending::Deployed => finished(ctx, host, value).await,
+        Ending::Staged => {
+            value.state = "staged".into();
+            let message = format!(
+                "a live switch was refused; {path} is the boot default and runs after the next reboot"
+            );
+            ctx.reporter.message(
+                crate::report::Level::Warn,
+                format!("{}: {message}", host.name),
+            );
+            Ok(Outcome::done(value).with_message(message))
+        }
+        Ending::Armed => {
+            ctx.armed
+                .lock()
+                .unwrap()
+                .insert(host.name.clone(), Armed { ongoing: on });
+            value.state = "armed".into();
+            let secs = opts.confirm_timeout.as_secs();
+            Ok(Outcome::done(value)
+                .with_message(format!("armed: confirm within {secs}s or it rolls back")))
+        }
     }
 }
 
@@ -365,6 +390,15 @@ async fn finished(
     host: &Host,
     mut value: Activated,
 ) -> anyhow::Result<Outcome<Activated>> {
+    // The multiplexed connection may have died with the network during the activation.
+    let target = ctx.target(host);
+    let alive = match ctx.pool.get(&target).await {
+        Ok(conn) => conn.check().await,
+        Err(_) => false,
+    };
+    if !alive {
+        let _ = ctx.pool.reconnect(&target).await;
+    }
     if value.generation.is_none() {
         if let Ok(now) = current(ctx, host).await {
             value.generation = now.profile_link.as_deref().and_then(generation_of);
@@ -376,151 +410,6 @@ async fn finished(
     Ok(Outcome::done(value))
 }
 
-/// What a start command reported.
-#[derive(Default)]
-struct Followed {
-    /// What the host ran before, when the command got that far.
-    current: Option<Current>,
-    /// The watchdog's verdict, when it came before the connection ended.
-    state: Option<String>,
-    /// The generation link the activation created.
-    new_link: Option<String>,
-    /// Why the command ended without a verdict.
-    error: Option<anyhow::Error>,
-}
-
-/// Runs a start command, streaming the activation log as events, until the watchdog has a
-/// verdict.
-async fn follow(
-    ctx: &Context,
-    host: &Host,
-    command: &str,
-    stdin: Option<&str>,
-    limit: Duration,
-) -> Followed {
-    let conn = match ctx.pool.get(&ctx.target(host)).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Followed {
-                error: Some(e),
-                ..Default::default()
-            }
-        }
-    };
-    let reporter = ctx.reporter.clone();
-    let name = host.name.clone();
-    let on_line = move |_: Stream, line: &str| {
-        if !line.starts_with("@@nixdeploy-") && !line.is_empty() {
-            reporter.emit(Event::Log {
-                host: Some(name.clone()),
-                step: "activate".into(),
-                stream: "stdout",
-                line: line.to_string(),
-            });
-        }
-    };
-    let out = tokio::time::timeout(
-        limit,
-        conn.run_streaming(command, stdin.map(str::as_bytes), &on_line),
-    )
-    .await
-    .map_err(|_| anyhow!("activation on {} did not finish in time", host.name))
-    .and_then(|r| r);
-    let (stdout, error) = match out {
-        Ok(o) => (o.stdout, None),
-        Err(e) => (String::new(), Some(e)),
-    };
-    parse_followed(&stdout, error)
-}
-
-fn parse_followed(stdout: &str, error: Option<anyhow::Error>) -> Followed {
-    let field = |tag: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(tag))
-            .map(|v| v.trim().to_string())
-    };
-    // Tags without their separating space: an empty value may lose its trailing blank.
-    let some = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let current = field("@@nixdeploy-current").map(|system| Current {
-        system: some(Some(system)),
-        profile: some(field("@@nixdeploy-profile")),
-        profile_link: some(field("@@nixdeploy-link")),
-    });
-    let state = stdout
-        .lines()
-        .rev()
-        .filter_map(|l| l.strip_prefix("@@nixdeploy-state "))
-        .map(|s| s.trim().to_string())
-        .find(|s| s != "activating" && s != "rolling-back");
-    Followed {
-        current,
-        state,
-        new_link: some(field("@@nixdeploy-new-link")),
-        error,
-    }
-}
-
-/// Confirms over brand-new connections until the target acknowledges or `deadline` passes; then
-/// finds out (once the host answers again) whether it rolled back.
-async fn confirm_until(
-    ctx: &Context,
-    host: &Host,
-    token: &str,
-    deadline: Instant,
-) -> anyhow::Result<()> {
-    let target = ctx.target(host);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let attempt = left.min(Duration::from_secs(5)).max(Duration::from_secs(1));
-        if let Ok(out) = target
-            .run_fresh(&script::confirm(token), attempt + Duration::from_secs(12))
-            .await
-        {
-            let state = out.stdout.trim().to_string();
-            match state.as_str() {
-                "confirmed" => return Ok(()),
-                s if s.starts_with("rolled-back:") => {
-                    let why = describe_rollback(&s["rolled-back:".len()..], Mode::Switch);
-                    return Err(
-                        RolledBack(format!("{why}; the previous system is active again")).into(),
-                    );
-                }
-                "activating" | "armed" | "" => {}
-                other if out.status == Some(0) => {
-                    bail!("unexpected activation state on {}: {other}", host.name)
-                }
-                _ => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    // The window has passed: the watchdog rolls back. Wait for the host to come back and say so.
-    let grace = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < grace {
-        if let Ok(out) = target
-            .run_fresh(&script::read_state(token), Duration::from_secs(8))
-            .await
-        {
-            let state = out.stdout.trim().to_string();
-            if state.starts_with("rolled-back:") {
-                let _ = ctx.pool.reconnect(&target).await;
-                let why = format!("no confirmation reached {} in time; it rolled itself back to its previous system", host.name);
-                return Err(RolledBack(why).into());
-            }
-            if state == "confirmed" {
-                let _ = ctx.pool.reconnect(&target).await;
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("{} stopped answering after activation; its watchdog rolls it back once the confirm timeout passes", host.name)
-}
-
 /// Confirms the armed activations of `hosts` (manual confirmation).
 pub async fn confirm(ctx: &Arc<Context>, hosts: &[Arc<Host>]) -> Vec<HostResult<Activated>> {
     let c = ctx.clone();
@@ -528,28 +417,29 @@ pub async fn confirm(ctx: &Arc<Context>, hosts: &[Arc<Host>]) -> Vec<HostResult<
         let ctx = c.clone();
         async move {
             let armed = ctx.armed.lock().unwrap().get(&host.name).cloned();
-            let Some(armed) = armed else {
+            let Some(Armed { ongoing: mut on }) = armed else {
                 bail!("{} has no activation waiting for confirmation", host.name);
             };
             if ctx.options.dry_run {
                 return Ok(Outcome::planned(
                     Activated {
-                        path: armed.path,
+                        path: on.path,
                         state: "planned".into(),
                         ..Default::default()
                     },
                     "would confirm",
                 ));
             }
-            let result = confirm_until(&ctx, &host, &armed.token, armed.deadline).await;
+            let result = drive::drive(&ctx, &host, &mut on, WatchdogState::Armed, true).await;
             ctx.armed.lock().unwrap().remove(&host.name);
             let value = Activated {
-                path: armed.path.clone(),
-                previous: armed.previous.clone(),
+                path: on.path.clone(),
+                previous: on.previous.clone(),
                 ..Default::default()
             };
+            let armed = on;
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     ctx.reporter.emit(Event::HostState {
                         host: host.name.clone(),
                         state: FinalState::Deployed,
@@ -558,10 +448,19 @@ pub async fn confirm(ctx: &Arc<Context>, hosts: &[Arc<Host>]) -> Vec<HostResult<
                     finished(&ctx, &host, value).await
                 }
                 Err(e) => {
+                    let rolled = e.downcast_ref::<RolledBack>().is_some();
                     ctx.reporter.emit(Event::HostState {
                         host: host.name.clone(),
-                        state: FinalState::RolledBack,
-                        path: armed.previous,
+                        state: if rolled {
+                            FinalState::RolledBack
+                        } else {
+                            FinalState::Failed
+                        },
+                        path: if rolled {
+                            armed.previous
+                        } else {
+                            Some(armed.path)
+                        },
                     });
                     Err(e)
                 }
@@ -606,7 +505,7 @@ async fn rollback_one(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Acti
         ));
     }
     let target = ctx.target(host);
-    if let Some(armed) = armed {
+    if let Some(Armed { ongoing: armed }) = armed {
         let out = target
             .run_fresh(
                 &script::request_rollback(&armed.token),
@@ -614,9 +513,19 @@ async fn rollback_one(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<Acti
             )
             .await?;
         ctx.armed.lock().unwrap().remove(&host.name);
-        let state = out.stdout.trim();
-        if !state.starts_with("rolled-back") {
-            bail!("rollback on {} ended in state `{state}`", host.name);
+        match WatchdogState::parse(&out.stdout) {
+            WatchdogState::RolledBack(_) => {}
+            WatchdogState::Confirmed => bail!(
+                "{} was confirmed before the rollback request arrived; it keeps {}",
+                host.name,
+                armed.path
+            ),
+            WatchdogState::RollbackFailed(why) => bail!(
+                "the rollback on {} failed after {}: it needs attention",
+                host.name,
+                why.describe(armed.mode.as_str())
+            ),
+            other => bail!("rollback on {} ended in state {other:?}", host.name),
         }
         let path = armed.previous.clone().unwrap_or_default();
         return Ok(Outcome::done(Activated {

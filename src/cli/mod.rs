@@ -273,6 +273,15 @@ enum SandboxAction {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Simulate a reboot of one host: its processes end, its /run is emptied, it gets a new
+    /// boot id and comes up on its boot default.
+    Reboot {
+        /// The host to reboot (`h1`, ...).
+        host: String,
+        /// The sandbox directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Remove every namespace, mount, process and file the sandbox created.
     Down {
         /// The sandbox directory.
@@ -356,6 +365,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 commands::sandbox::fault(dir, &host, &fault)
             }
             SandboxAction::Down { dir } => commands::sandbox::down(dir),
+            SandboxAction::Reboot { host, dir } => commands::sandbox::reboot(dir, &host),
         },
         // ---- ecosystem ----
         Command::Apply(a) => ecosystem::apply(a),

@@ -182,16 +182,16 @@ pub fn make_context(
 
 /// Ctrl-C: the first stops new host operations and lets in-flight ones finish (and confirm or
 /// roll back); the second abandons them; a third ends the process.
+///
+/// SIGTERM (a CI runner or systemd cancelling the run) is a first Ctrl-C, however often it comes:
+/// the run ends in order, with its summary, and every armed host confirmed or rolled back.
 pub fn watch_interrupts(runtime: &tokio::runtime::Runtime, ctx: &Arc<Context>) {
-    let ctx = ctx.clone();
+    let on_int = ctx.clone();
     runtime.spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
-            match ctx.interrupt.escalate() {
-                1 => ctx.reporter.message(
-                    Level::Warn,
-                    "interrupted: starting nothing new; in-flight hosts finish and confirm or roll back (Ctrl-C again to abort)",
-                ),
-                2 => ctx.reporter.message(
+            match on_int.interrupt.escalate() {
+                1 => announce_stop(&on_int, "interrupted"),
+                2 => on_int.reporter.message(
                     Level::Warn,
                     "aborting: unconfirmed hosts roll themselves back when their confirm timeout passes",
                 ),
@@ -199,6 +199,25 @@ pub fn watch_interrupts(runtime: &tokio::runtime::Runtime, ctx: &Arc<Context>) {
             }
         }
     });
+    let on_term = ctx.clone();
+    runtime.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        while term.recv().await.is_some() {
+            if on_term.interrupt.stop() {
+                announce_stop(&on_term, "terminated (SIGTERM)");
+            }
+        }
+    });
+}
+
+fn announce_stop(ctx: &Context, why: &str) {
+    ctx.reporter.message(
+        Level::Warn,
+        format!("{why}: starting nothing new; in-flight hosts finish and confirm or roll back (Ctrl-C again to abort)"),
+    );
 }
 
 /// `allowApplyAll = false`: a run must name its hosts, so a forgotten `--on` cannot deploy the

@@ -54,3 +54,12 @@ pub fn down(dir: Option<PathBuf>) -> anyhow::Result<Exit> {
     }
     Ok(Exit::Success)
 }
+
+/// `sandbox reboot HOST`: simulate a reboot of one host.
+pub fn reboot(dir: Option<PathBuf>, host: &str) -> anyhow::Result<Exit> {
+    let sandbox = open(dir)?;
+    crate::sandbox::preflight()?;
+    let pid = sandbox.reboot(host)?;
+    println!("rebooted {host} (sshd pid {pid})");
+    Ok(Exit::Success)
+}

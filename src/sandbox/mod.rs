@@ -4,6 +4,7 @@ pub mod client;
 pub mod fault;
 pub mod flake;
 pub mod netns;
+mod reboot;
 pub mod sshd;
 pub mod state;
 
@@ -206,6 +207,11 @@ impl Sandbox {
         let client_pub = self.identity().with_extension("pub");
         sshd::prepare(&dirs, &host.address, builder, &client_pub)
             .with_context(|| format!("failed to prepare host {}", host.name))?;
+        let exe = std::env::current_exe().context("failed to find the nixdeploy binary")?;
+        let reboot = dirs.bin().join("reboot");
+        std::fs::write(&reboot, reboot::reboot_command(&exe, &self.dir, &host.name))
+            .with_context(|| format!("failed to write {}", reboot.display()))?;
+        std::fs::set_permissions(&reboot, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         netns::ensure_host_net(&host.netns, &host.veth, &state.bridge, &host.address)
             .with_context(|| format!("failed to set up the network of host {}", host.name))?;
         sshd::start(&host.netns, &host.name, &host.address, &dirs)

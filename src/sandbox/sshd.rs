@@ -70,6 +70,24 @@ impl HostDirs {
         self.run().join("sshd.log")
     }
 
+    /// The host's boot id, bind-mounted over `/proc/sys/kernel/random/boot_id` inside the host;
+    /// a simulated reboot writes a new one.
+    pub fn boot_id(&self) -> PathBuf {
+        self.root.join("boot_id")
+    }
+
+    /// What survives a reboot of the host besides its store: `/nix/var/nixdeploy-sandbox`
+    /// inside (its boot default lives here).
+    pub fn persistent(&self) -> PathBuf {
+        self.nix().join("var/nixdeploy-sandbox")
+    }
+
+    /// The directory first on the `PATH` of every ssh session on the host
+    /// (`/nix/var/nixdeploy-sandbox/bin` inside): tests put stand-in commands there.
+    pub fn bin(&self) -> PathBuf {
+        self.persistent().join("bin")
+    }
+
     /// The host's public host key.
     pub fn host_key_pub(&self) -> PathBuf {
         self.etc_ssh().join("ssh_host_ed25519_key.pub")
@@ -125,8 +143,20 @@ pub fn sshd_config(address: &str) -> String {
          PrintMotd no\n\
          MaxStartups 200\n\
          MaxSessions 200\n\
-         Subsystem sftp internal-sftp\n"
+         Subsystem sftp internal-sftp\n\
+         SetEnv PATH={HOST_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
     )
+}
+
+/// [`HostDirs::bin`] as seen inside the host.
+pub const HOST_BIN: &str = "/nix/var/nixdeploy-sandbox/bin";
+
+/// Writes a fresh random boot id for the host.
+pub fn new_boot_id(dirs: &HostDirs) -> anyhow::Result<()> {
+    let id = fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .context("failed to read a random uuid from /proc/sys/kernel/random/uuid")?;
+    fs::write(dirs.boot_id(), id)
+        .with_context(|| format!("failed to write {}", dirs.boot_id().display()))
 }
 
 /// The per-host `nix.conf`.
@@ -157,8 +187,17 @@ pub fn prepare(
     builder: bool,
     client_pub: &Path,
 ) -> anyhow::Result<()> {
-    for d in [dirs.nix(), dirs.home(), dirs.etc_nix(), dirs.etc_ssh()] {
+    for d in [
+        dirs.nix(),
+        dirs.home(),
+        dirs.etc_nix(),
+        dirs.etc_ssh(),
+        dirs.bin(),
+    ] {
         fs::create_dir_all(&d).with_context(|| format!("failed to create {}", d.display()))?;
+    }
+    if !dirs.boot_id().exists() {
+        new_boot_id(dirs)?;
     }
     let privsep = dirs.run().join("sshd");
     fs::create_dir_all(&privsep)
@@ -182,9 +221,15 @@ pub fn prepare(
 /// Starts sshd inside namespace `netns` with the host's private mounts and hostname `name`,
 /// and waits until it accepts TCP connections on `address:22`; returns its pid.
 pub fn start(netns: &str, name: &str, address: &str, dirs: &HostDirs) -> anyhow::Result<u32> {
+    start_in(&Path::new("/run/netns").join(netns), name, address, dirs)
+}
+
+/// [`start`] with the network namespace given by a file (`/run/netns/<name>`, or
+/// `/proc/self/ns/net` when already inside the host).
+pub fn start_in(ns: &Path, name: &str, address: &str, dirs: &HostDirs) -> anyhow::Result<u32> {
     let _ = fs::remove_file(dirs.pid_file());
-    let ns_file = File::open(Path::new("/run/netns").join(netns))
-        .with_context(|| format!("failed to open network namespace {netns}"))?;
+    let ns_file = File::open(ns)
+        .with_context(|| format!("failed to open network namespace {}", ns.display()))?;
     // Every source is opened (inside the new mount namespace, where bind sources must live)
     // before anything is mounted, then mounted through /proc/self/fd, so mounting one over a
     // parent of another cannot hide it. The fds get fixed numbers so their paths can be
@@ -200,6 +245,11 @@ pub fn start(netns: &str, name: &str, address: &str, dirs: &HostDirs) -> anyhow:
             CString::new(target)?,
         ));
     }
+    let boot_src = CString::new(dirs.boot_id().as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", dirs.boot_id().display()))?;
+    let boot_fd = MOUNT_FD_BASE + plan.len() as libc::c_int;
+    let boot_via = CString::new(format!("/proc/self/fd/{boot_fd}"))?;
+    let boot_target = CString::new("/proc/sys/kernel/random/boot_id")?;
     let hostname = name.to_owned();
     let ns_fd = ns_file.as_raw_fd();
     let sysfs = CString::new("sysfs")?;
@@ -253,6 +303,13 @@ pub fn start(netns: &str, name: &str, address: &str, dirs: &HostDirs) -> anyhow:
                 )?;
                 libc::close(opened);
             }
+            let opened = libc::open(boot_src.as_ptr(), libc::O_PATH);
+            check(opened.min(0), b"open boot id")?;
+            check(
+                libc::dup3(opened, boot_fd, libc::O_CLOEXEC).min(0),
+                b"number boot id",
+            )?;
+            libc::close(opened);
             for (_, _, via, target) in &plan {
                 check(
                     libc::mount(
@@ -265,6 +322,17 @@ pub fn start(netns: &str, name: &str, address: &str, dirs: &HostDirs) -> anyhow:
                     b"bind mount",
                 )?;
             }
+            // The host's own boot id, so a simulated reboot shows as a new boot.
+            check(
+                libc::mount(
+                    boot_via.as_ptr(),
+                    boot_target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ),
+                b"bind boot id",
+            )?;
             check(
                 libc::sethostname(hostname.as_ptr().cast(), hostname.len()),
                 b"hostname",

@@ -50,6 +50,17 @@ pub async fn diff(ctx: &Arc<Context>, items: Vec<(Arc<Host>, String)>) -> Vec<Ho
 
 /// The diff of one host, without reporting a step (the dry-run summary uses it directly).
 pub async fn closure_diff(ctx: &Context, host: &Host, path: &str) -> anyhow::Result<Diffed> {
+    if !host.has_system {
+        anyhow::bail!(
+            "{} has no system profile to diff (only {})",
+            host.name,
+            host.profiles
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let conn = ctx.pool.get(&ctx.target(host)).await?;
     let before = running_system(&conn).await?;
     let (old, boot_before) = match &before {

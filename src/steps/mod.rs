@@ -6,6 +6,7 @@ mod copy;
 pub mod diff;
 mod exec;
 mod profiles;
+mod reboot;
 mod specialisation;
 
 pub use build::{build, BuildOptions, Built};
@@ -14,6 +15,7 @@ pub use exec::{exec, ExecOptions, Executed};
 pub use profiles::{
     activate_profiles, PickProfiles, ProfileActivated, ProfileOptions, ProfileState,
 };
+pub use reboot::{reboot, Rebooted};
 pub use specialisation::specialisation;
 
 use std::future::Future;

@@ -8,7 +8,7 @@ mod ssh;
 mod tuning;
 
 pub use escalate::{Escalation, DEFAULT_ESCALATION};
-pub use local::Held;
+pub use local::{Held, HeldIn, HeldOut};
 pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
 #[cfg(test)]
 pub use quote::assert_valid_shell;

@@ -138,6 +138,18 @@ impl Pool {
         }
     }
 
+    /// Drops the cached connection of `target` (closing it) without opening another: the next
+    /// [`Pool::get`] opens a new one. For a host that is about to go away (a reboot).
+    pub async fn forget(&self, target: &Target) {
+        let old = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.remove(&target.host)
+        };
+        if let Some(conn) = old.as_ref().and_then(|s| s.get()) {
+            conn.close().await;
+        }
+    }
+
     /// Drops the cached connection of `target` and opens a new one.
     pub async fn reconnect(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
         let old = {

@@ -363,7 +363,8 @@ impl Sandbox {
     }
 
     /// Gives `host` a new generation with `behavior` (`ok`, `fail-activation`, `cut-network`,
-    /// `unhealthy`) by bumping its `rev`; returns the new rev.
+    /// `cut-network-late`, `block-ssh`, `inhibited`, `unhealthy`) by bumping its `rev`; returns
+    /// the new rev.
     pub fn set_behavior(&self, host: &str, behavior: &str) -> u64 {
         let mut rev = 0;
         self.edit_fleet(|f| {
@@ -469,6 +470,36 @@ impl Sandbox {
         fs::read_to_string(self.host_root(host).join("run/nixdeploy-sandbox/health"))
             .ok()
             .map(|t| t.trim().to_owned())
+    }
+
+    /// `host`'s boot default (what it runs after a reboot), from
+    /// `/nix/var/nixdeploy-sandbox/boot`, if it has one.
+    pub fn boot_default(&self, host: &str) -> Option<String> {
+        fs::read_to_string(self.host_root(host).join("nix/var/nixdeploy-sandbox/boot"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// `host`'s boot id as its own processes see it.
+    pub fn boot_id(&self, host: &str) -> String {
+        let out = self.ssh(host, "cat /proc/sys/kernel/random/boot_id");
+        assert!(out.status.success(), "cannot read {host}'s boot id");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Simulates a reboot of `host` (`nixdeploy sandbox reboot`): every process in it ends, its
+    /// `/run` is emptied, it gets a new boot id and comes up on its boot default.
+    pub fn reboot(&self, host: &str) {
+        self.nixdeploy(&["sandbox", "reboot", host, "--dir"])
+            .args(&[&self.dir])
+            .success();
+    }
+
+    /// The directory first on `PATH` in every ssh session on `host`, as seen from the machine
+    /// (stand-in commands go here).
+    pub fn host_bin(&self, host: &str) -> PathBuf {
+        self.host_root(host).join("nix/var/nixdeploy-sandbox/bin")
     }
 
     /// The sshd pid of every host, from the sandbox's state file.

@@ -2,10 +2,9 @@
 
 use rhai::plugin::*;
 
-use std::sync::Arc;
-
 use super::{targets, Report};
-use crate::fleet::Host;
+
+pub(crate) use super::activate_flow::{activate_all, reboot_after, Given, Which, REBOOT_TIMEOUT};
 
 /// Building, copying and activating systems.
 #[export_module]
@@ -15,7 +14,7 @@ pub mod api {
     use super::super::options::Options;
     use super::super::{api, call_site, fail, targets, Report};
     use super::{all_hosts_of, record, with_paths};
-    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode};
+    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode, OnRefusal};
     use crate::fleet::BuildOn;
     use crate::steps;
 
@@ -152,11 +151,20 @@ pub mod api {
     /// brand-new connection), `auto_rollback` (default `true`: a profile whose activation fails
     /// goes back to what it pointed at), `confirm_timeout` (30 s), `activation_timeout`
     /// (240 s), `confirm` (`"auto"`, or `"manual"`: the runbook calls `confirm` or `rollback`;
-    /// the system only), `profile` (`"all"`, the default; `"system"`; or one profile's name).
+    /// the system only), `settle` (2 s: how long a host must keep answering brand-new
+    /// connections after its activation before it is confirmed; `0` confirms at once),
+    /// `on_refusal` (`"fail"`, or `"boot"`: when NixOS refuses a live switch because of switch
+    /// inhibitors, make the new system the boot default instead; it runs after the next
+    /// reboot), `profile` (`"all"`, the default; `"system"`; or one profile's name).
+    /// With magic rollback, `switch` activates with `test` first and sets the profile and the
+    /// boot default only once confirmed, so a host that reboots before that comes back on its
+    /// previous system.
     /// Profiles other than the system are activated in mode `"switch"` only; other modes
     /// touch the system alone. `specialisation: "name"` activates the system's
     /// `specialisation/<name>` instead (its own toplevel, which the profile then points at);
     /// a host whose system has no such specialisation fails before anything is switched.
+    /// `reboot: true` then reboots every host that activated, as `reboot` does (usually with
+    /// `mode: "boot"`): the entry carries `rebooted`.
     /// Options the runbook leaves out come from the inventory (deploy-rs's `magicRollback`,
     /// `confirmTimeout`, ..., or a host's `activate` set), per host and per profile.
     /// A host already running the system, or a profile already pointing at its path, is left
@@ -167,6 +175,7 @@ pub mod api {
     /// if !r.ok { print(r.failed); }
     /// activate(b, #{ profile: "myapp" });     // just that profile, on every host that has it
     /// activate(b, #{ specialisation: "rescue" });
+    /// activate(b, #{ mode: "boot", reboot: true });   // new kernel: boot into it, check it runs
     /// ```
     #[rhai_fn(name = "activate", return_raw)]
     pub fn activate_with(
@@ -194,6 +203,12 @@ pub mod api {
             o.activation_timeout = t;
             given.activation_timeout = Some(t);
         }
+        if let Some(t) = opts.seconds("settle")? {
+            o.settle = t;
+        }
+        if let Some(r) = opts.string("on_refusal")? {
+            o.on_refusal = OnRefusal::parse(&r).map_err(|e| format!("activate: {e}"))?;
+        }
         if let Some(c) = opts.string("confirm")? {
             o.confirm = match c.as_str() {
                 "auto" => ConfirmMode::Auto,
@@ -207,6 +222,7 @@ pub mod api {
         }
         let mut which = super::Which::parse(opts.string("profile")?)?;
         let specialisation = opts.string("specialisation")?;
+        let reboot = opts.bool("reboot")?.unwrap_or(false);
         opts.finish()?;
         if specialisation.is_some() && matches!(which, super::Which::Named(_)) {
             return fail("activate: `specialisation` is about the system; it cannot be combined with `profile` naming another profile");
@@ -246,11 +262,60 @@ pub mod api {
             .runtime
             .block_on(super::activate_all(&api.ctx, items, o, given, which));
         results.extend(unknown);
+        if reboot {
+            results = api.ctx.runtime.block_on(super::reboot_after(
+                &api.ctx,
+                results,
+                super::REBOOT_TIMEOUT,
+            ));
+        }
         Ok(record(
             &api,
             Report::from_results("activate", call_site(&ctx), results, |a| {
                 Some(a.system.path.clone()).filter(|p| !p.is_empty())
             }),
+        ))
+    }
+
+    /// Reboots the hosts: starts each reboot detached, drops the pooled connection, waits until
+    /// the host answers with a new boot id (up to 300 s), and checks that it runs the system its
+    /// profile points at. Entries carry `path`, `boot_id_before`, `boot_id`, `seconds`. The
+    /// machine nixdeploy runs on (a local host) is never rebooted.
+    ///
+    /// ```rhai
+    /// reboot(hosts("@db"));
+    /// ```
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
+        reboot_with(ctx, hosts, rhai::Map::new())
+    }
+
+    /// `reboot` with options: `timeout` (seconds, default 300) for each host to come back.
+    ///
+    /// ```rhai
+    /// reboot(activate(c, #{ mode: "boot" }), #{ timeout: 600 });
+    /// ```
+    #[rhai_fn(name = "reboot", return_raw)]
+    pub fn reboot_with(
+        ctx: NativeCallContext,
+        hosts: Dynamic,
+        options: rhai::Map,
+    ) -> Result<Report, Box<EvalAltResult>> {
+        let api = api(&ctx)?;
+        let mut opts = Options::new("reboot", options);
+        let timeout = opts.seconds("timeout")?.unwrap_or(super::REBOOT_TIMEOUT);
+        opts.finish()?;
+        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let results = api
+            .ctx
+            .runtime
+            .block_on(steps::reboot(&api.ctx, &hosts, timeout));
+        Ok(record(
+            &api,
+            Report::from_results("reboot", call_site(&ctx), results, |r| Some(r.path.clone())),
         ))
     }
 
@@ -312,230 +377,6 @@ pub(crate) fn all_hosts_of(
         return Ok(r.entries().iter().map(|e| e.host.clone()).collect());
     }
     Ok(targets(ctx, value)?.into_iter().map(|(h, _)| h).collect())
-}
-
-/// The `activate` options the runbook gave, which win over the inventory's per-host ones.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Given {
-    magic_rollback: Option<bool>,
-    auto_rollback: Option<bool>,
-    confirm_timeout: Option<std::time::Duration>,
-    activation_timeout: Option<std::time::Duration>,
-}
-
-/// Which of a host's profiles `activate` deals with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Which {
-    /// The system and every other profile, in the host's order.
-    All,
-    /// Only the system profile.
-    System,
-    /// Only the named profile.
-    Named(String),
-}
-
-impl Which {
-    fn parse(option: Option<String>) -> Result<Which, Box<EvalAltResult>> {
-        Ok(match option.as_deref() {
-            None | Some("all") => Which::All,
-            Some("system") => Which::System,
-            Some(name) => Which::Named(name.to_string()),
-        })
-    }
-
-    /// A named profile must exist on every host it is asked of: an error before any host.
-    fn check(&self, items: &[(Arc<Host>, String)]) -> Result<(), Box<EvalAltResult>> {
-        if let Which::Named(name) = self {
-            for (host, _) in items {
-                if !host.profiles.iter().any(|p| &p.name == name) {
-                    let known = host.profiles.iter().map(|p| p.name.as_str());
-                    return Err(format!(
-                        "activate: host {}: {}",
-                        host.name,
-                        crate::fleet::unknown_profile(name, known)
-                    )
-                    .into());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What `activate` did on one host: the system (empty when untouched) and its other profiles.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub(crate) struct ActivatedHost {
-    /// The system activation.
-    #[serde(flatten)]
-    pub system: crate::activation::Activated,
-    /// The other profiles, in the order they were activated.
-    pub profiles: Vec<crate::steps::ProfileActivated>,
-}
-
-/// Hosts whose system activation shares one set of options.
-type SystemGroup = (crate::activation::ActivateOptions, Vec<(Arc<Host>, String)>);
-
-type HostOutcome = Result<crate::steps::Outcome<ActivatedHost>, String>;
-
-/// `activate` over every host: the profiles that come before the system, the system (grouped
-/// by the inventory's rollback and timeout settings), then the profiles after it. A host whose
-/// step fails takes no further step.
-pub(crate) async fn activate_all(
-    ctx: &Arc<crate::context::Context>,
-    items: Vec<(Arc<Host>, String)>,
-    base: crate::activation::ActivateOptions,
-    given: Given,
-    which: Which,
-) -> Vec<crate::steps::HostResult<ActivatedHost>> {
-    use crate::steps::{activate_profiles, Outcome, ProfileOptions};
-    let mut state: std::collections::BTreeMap<String, HostOutcome> = items
-        .iter()
-        .map(|(h, p)| {
-            let system = crate::activation::Activated {
-                path: if h.has_system {
-                    p.clone()
-                } else {
-                    String::new()
-                },
-                state: "unchanged".into(),
-                ..Default::default()
-            };
-            let value = ActivatedHost {
-                system,
-                profiles: Vec::new(),
-            };
-            (
-                h.name.to_string(),
-                Ok(Outcome::skipped(value, "nothing to activate")),
-            )
-        })
-        .collect();
-    let popts = ProfileOptions {
-        magic_rollback: given.magic_rollback,
-        auto_rollback: given.auto_rollback,
-        confirm_timeout: given.confirm_timeout,
-        activation_timeout: given.activation_timeout,
-    };
-    let part = |before: bool| -> crate::steps::PickProfiles {
-        let which = which.clone();
-        Arc::new(move |h: &Host| {
-            let (first, rest) = h.profiles.split_at(h.system_position.min(h.profiles.len()));
-            let side = if before { first } else { rest };
-            side.iter()
-                .filter(|p| match &which {
-                    Which::All => true,
-                    Which::System => false,
-                    Which::Named(n) => &p.name == n,
-                })
-                .cloned()
-                .collect()
-        })
-    };
-    let alive = |state: &std::collections::BTreeMap<String, HostOutcome>,
-                 want: &dyn Fn(&Host) -> bool| {
-        items
-            .iter()
-            .filter(|(h, _)| state.get(h.name.as_str()).is_some_and(|r| r.is_ok()) && want(h))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    for before in [true, false] {
-        if !before {
-            // The system, between the two halves of the profiles.
-            let wants_system = matches!(which, Which::All | Which::System);
-            let mut groups: std::collections::BTreeMap<String, SystemGroup> = Default::default();
-            for (h, p) in alive(&state, &|h| wants_system && h.has_system) {
-                let o = for_host(&base, &given, &h);
-                let key = format!("{o:?}");
-                groups
-                    .entry(key)
-                    .or_insert_with(|| (o, Vec::new()))
-                    .1
-                    .push((h, p));
-            }
-            for (_, (o, group)) in groups {
-                for (h, r) in crate::activation::activate(ctx, group, o).await {
-                    let entry = state
-                        .get_mut(h.name.as_str())
-                        .expect("every host has a state");
-                    *entry = r.map(|out| Outcome {
-                        value: ActivatedHost {
-                            system: out.value,
-                            profiles: Vec::new(),
-                        },
-                        state: out.state,
-                        message: out.message,
-                    });
-                }
-            }
-        }
-        let pick = part(before);
-        let hosts: Vec<Arc<Host>> = alive(&state, &|h| !pick(h).is_empty())
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
-        if hosts.is_empty() {
-            continue;
-        }
-        for (h, r) in activate_profiles(ctx, &hosts, pick, popts.clone()).await {
-            let entry = state
-                .get_mut(h.name.as_str())
-                .expect("every host has a state");
-            *entry = match (entry.clone(), r) {
-                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-                (Ok(mut so_far), Ok(done)) => {
-                    let changed = done.state != crate::report::StepState::Skipped;
-                    so_far.value.profiles.extend(done.value);
-                    if changed && so_far.state == crate::report::StepState::Skipped {
-                        so_far.state = done.state;
-                    }
-                    so_far.message = match (so_far.message, done.message) {
-                        (Some(a), Some(b)) if so_far.state != crate::report::StepState::Skipped => {
-                            Some(format!("{a}; {b}"))
-                        }
-                        (a, b) => b.or(a),
-                    };
-                    Ok(so_far)
-                }
-            };
-        }
-    }
-    items
-        .into_iter()
-        .map(|(h, _)| {
-            let r = state
-                .remove(h.name.as_str())
-                .unwrap_or_else(|| Err("not activated".into()));
-            (h, r)
-        })
-        .collect()
-}
-
-/// The system's activate options for one host: the runbook's, else the inventory's, else the
-/// built-in defaults.
-fn for_host(
-    base: &crate::activation::ActivateOptions,
-    given: &Given,
-    host: &Host,
-) -> crate::activation::ActivateOptions {
-    let inv = &host.activate_defaults;
-    let mut o = base.clone();
-    if given.magic_rollback.is_none() {
-        if let Some(m) = inv.magic_rollback {
-            o.magic_rollback = m;
-        }
-    }
-    if given.confirm_timeout.is_none() {
-        if let Some(t) = inv.confirm_timeout {
-            o.confirm_timeout = std::time::Duration::from_secs(t);
-        }
-    }
-    if given.activation_timeout.is_none() {
-        if let Some(t) = inv.activation_timeout {
-            o.activation_timeout = std::time::Duration::from_secs(t);
-        }
-    }
-    o
 }
 
 pub(crate) fn with_paths(t: &super::Targets) -> Vec<(std::sync::Arc<crate::fleet::Host>, String)> {

@@ -1,6 +1,7 @@
 //! The Rhai API surface — every function a runbook can call is defined (and documented) in this
 //! folder, one file per family; `nixdeploy doc` renders these doc comments as the reference.
 
+mod activate_flow;
 pub mod deploy;
 pub mod gates;
 pub mod inventory;

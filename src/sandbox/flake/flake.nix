@@ -7,7 +7,7 @@
     let
       fleet = builtins.fromJSON (builtins.readFile ./fleet.json);
       busybox = "${./bb}/bin/busybox";
-      behaviors = [ "ok" "fail-activation" "cut-network" "unhealthy" ];
+      behaviors = [ "ok" "fail-activation" "cut-network" "cut-network-late" "block-ssh" "inhibited" "unhealthy" ];
       globalNames = builtins.attrNames fleet.packages;
       perPackageKiB =
         if globalNames == [ ] then 0 else fleet.sharedKiB / builtins.length globalNames;
@@ -89,14 +89,19 @@
           if [ "$behavior" != unhealthy ]; then
             echo ok > "$out/www/health"
           fi
+          if [ "$behavior" = inhibited ]; then
+            # Like NixOS's switch inhibitors: a changed entry refuses a live switch.
+            printf '{"systemd":"%s"}\n' "$out" > "$out/switch-inhibitors"
+          fi
           {
             printf '#!%s sh\n' "$bb"
-            printf 'out=%s\nbb=%s\nbehavior=%s\n' "$out" "$bb" "$behavior"
+            printf 'out=%s\nbb=%s\nbehavior=%s\nblock_secs=%s\n' "$out" "$bb" "$behavior" "$blockSshSecs"
             printf '%s\n' "$switchBody"
           } > "$out/bin/switch-to-configuration"
           "$bb" chmod 555 "$out/init" "$out/bin/switch-to-configuration"
         '' ({
           inherit behavior;
+          blockSshSecs = toString (h.blockSshSecs or 10);
           hostName = name;
           packages = builtins.attrValues pkgs;
           linux = pkgs.linux or "";
