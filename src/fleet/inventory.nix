@@ -166,15 +166,26 @@ let
       }
     else within "deploy.nodes.${name}" (clean 0 node);
 
-  # A deploy-rs node's profiles: every setting, with `path` deferred in the metadata pass.
+  # A deploy-rs node's profiles: every setting, with `path` deferred in the metadata pass. A
+  # profile other than the system one keeps its derivation's name there (which tells a
+  # home-manager generation), read without instantiating it.
   readProfiles = name: profiles:
     if isAttrs profiles then
       mapAttrs
         (p: v: within "deploy.nodes.${name}.profiles.${p}" (
-          if isAttrs v then clean 7 (removeAttrs v [ "path" ]) // (if v ? path then { path = heavy v.path; } else { })
+          if isAttrs v then
+            clean 7 (removeAttrs v [ "path" ])
+            // (if v ? path then { path = profilePath p v.path; } else { })
           else clean 0 v))
         profiles
     else within "deploy.nodes.${name}.profiles" (clean 0 profiles);
+
+  profilePath = p: path:
+    if !metadataOnly then heavy path
+    else if p == "system" then deferred
+    else
+      let tried = builtins.tryEval (if isAttrs path then path.name or null else null);
+      in deferred // { name = if tried.success && isString tried.value then tried.value else null; };
 
   readDeploy = d:
     if isAttrs d then
