@@ -73,9 +73,10 @@ export -f loop_one seq_loop par_loop hostnames
 scale_timed() { # scale_timed CMD...: "wall own_rss_mib children_rss_mib rc"
     sync
     python3 - "$@" <<'PY'
-import resource, subprocess, sys, time
+import os, resource, subprocess, sys, time
 t = time.time()
-p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+log = open(os.environ.get("SCALE_LOG", "/dev/null"), "w")
+p = subprocess.Popen(sys.argv[1:], stdout=log, stderr=subprocess.STDOUT)
 hwm = 0
 while p.poll() is None:
     try:
@@ -102,9 +103,9 @@ f["evalWork"] = n
 json.dump(f, open(p, "w"), indent=2)
 PY
 }
-scale_prebuild() { # builds every toplevel (untimed) with a throwaway evaluation cache
+scale_prebuild() { # builds the toplevels (untimed; of $SCALE_ON, or all) with a throwaway cache
     NIXDEPLOY_STATE_DIR="$root/prebuild-state" "$bin" build --flake "path:$root/sb/flake" \
-        --parallel 32 --no-persist >/dev/null 2>&1
+        --parallel 32 --no-persist ${SCALE_ON:+--on "$SCALE_ON"} >/dev/null 2>&1
     sync
 }
 scale_fresh() { # scale_fresh N KIB WORK REV: new sandbox, evaluation cost WORK, systems built
@@ -127,36 +128,44 @@ PY
     scale_prebuild
 }
 scale_row() { echo "$*" | tee -a "${SCALE_OUT:-/dev/null}"; }
-scale_check() { [ "$1" = 0 ] || echo "  ^ exit code $1" | tee -a "${SCALE_OUT:-/dev/null}"; }
+scale_check() { # scale_check RC WHAT: a failed run is reported with its failed hosts
+    [ "$1" = 0 ] && return 0
+    { echo "  ^ $2: exit code $1; failed hosts:"
+      grep -E '^[^ ]+ +(failed|rolled back) ' "$root/run.log" | head -5 | sed 's/^/    /'
+    } | tee -a "${SCALE_OUT:-/dev/null}"
+}
 scale_size() { # scale_size N KIB WORK LABEL: every scenario of one fleet size and fixture
     local n=$1 kib=$2 work=$3 label=$4 r1=$RANDOM$RANDOM r2=$RANDOM$RANDOM
     local w o k rc first change cold warm par_first par_change par_noop floor
     scale_fresh "$n" "$kib" "$work" "$r1"
-    read -r w o k rc < <(scale_nd --no-persist); first="$w|$o|$k"; scale_check "$rc"
+    read -r w o k rc < <(scale_nd --no-persist); first="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, first"
     "$bin" disconnect >/dev/null 2>&1 || true
-    read -r w o k rc < <(scale_nd --no-persist); cold="$w|$o|$k"; scale_check "$rc"
-    read -r w _ _ rc < <(scale_nd); scale_check "$rc"         # leaves masters warm
-    read -r w o k rc < <(scale_nd); warm="$w|$o|$k"; scale_check "$rc"
+    read -r w o k rc < <(scale_nd --no-persist); cold="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, cold"
+    read -r w _ _ rc < <(scale_nd); scale_check "$rc" "$n hosts, ${label:-heavy}, warm-up"         # leaves masters warm
+    read -r w o k rc < <(scale_nd); warm="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, warm"
     "$bin" disconnect >/dev/null 2>&1 || true
     scale_rev "$r2"
-    read -r w o k rc < <(scale_nd --no-persist); change="$w|$o|$k"; scale_check "$rc"
+    read -r w o k rc < <(scale_nd --no-persist); change="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, change"
     read -r floor _ _ _ < <(floor_noop)
 
-    scale_fresh "$n" "$kib" "$work" "$r1"
-    read -r par_first _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc"
-    read -r par_noop _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc"
-    scale_rev "$r2"
-    read -r par_change _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc"
-
-    scale_row "| $n | $label | first deploy | ${first//|/ | } | $par_first | |"
-    scale_row "| $n | $label | change (every host) | ${change//|/ | } | $par_change | |"
-    scale_row "| $n | $label | no-op, cold connections | ${cold//|/ | } | $par_noop | $floor |"
+    scale_row "| $n | $label | first deploy | ${first//|/ | } | | |"
+    scale_row "| $n | $label | change (every host) | ${change//|/ | } | | |"
+    scale_row "| $n | $label | no-op, cold connections | ${cold//|/ | } | | $floor |"
     scale_row "| $n | $label | no-op, warm connections | ${warm//|/ | } | | |"
+    # The parallel loop on the evaluation-heavy fixture is slow: only up to SCALE_HEAVY_LOOP hosts.
+    [ "$work" = 0 ] || [ "$n" -le "${SCALE_HEAVY_LOOP:-256}" ] || return 0
+
+    scale_fresh "$n" "$kib" "$work" "$r1"
+    read -r par_first _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc" "$n hosts, ${label:-heavy}, parallel loop first"
+    read -r par_noop _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc" "$n hosts, ${label:-heavy}, parallel loop no-op"
+    scale_rev "$r2"
+    read -r par_change _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc" "$n hosts, ${label:-heavy}, parallel loop change"
+    scale_row "| $n | $label | parallel loop: first, change, no-op | | | | $par_first, $par_change, $par_noop | |"
 }
 scale_on_one() { # scale_on_one N WORK: `--on h1` on an N-host evaluation-heavy flake
     local n=$1 work=$2
-    scale_fresh "$n" 64 "$work" "$RANDOM$RANDOM"
-    read -r w o k rc < <(scale_nd --no-persist --on h1); scale_check "$rc"
+    SCALE_ON=h1 scale_fresh "$n" 64 "$work" "$RANDOM$RANDOM"
+    read -r w o k rc < <(scale_nd --no-persist --on h1); scale_check "$rc" "$n hosts, ${label:-heavy}, --on h1"
     scale_row "| $n | heavy | --on h1 (first deploy of h1) | $w | $o | $k | | |"
 }
 
@@ -175,12 +184,12 @@ if [ "${1:-}" = scale ]; then
     counts=${2:-"32 64 128 256"}
     kib=${3:-1024}
     heavy=${SCALE_WORK:-900000}
-    export NIXDEPLOY_STATE_DIR="$root/state"
+    export NIXDEPLOY_STATE_DIR="$root/state" SCALE_LOG="$root/run.log"
     scale_row "| hosts | fixture | scenario | nixdeploy (s) | nixdeploy RSS (MiB) | Nix peak RSS (MiB) | parallel loop (s) | floor (s) |"
     scale_row "|---:|---|---|---:|---:|---:|---:|---:|"
     for n in $counts; do
         scale_size "$n" "$kib" 0 "cheap, $((kib / 1024)) MiB"
-        scale_size "$n" "$kib" "$heavy" "heavy, $((kib / 1024)) MiB"
+        [ "${SCALE_FIXTURES:-both}" = cheap ] || scale_size "$n" "$kib" "$heavy" "heavy, $((kib / 1024)) MiB"
     done
     scale_on_one 1 "$heavy"
     scale_on_one "${counts##* }" "$heavy"
