@@ -347,7 +347,7 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
         let states = activation_states(&sb, h);
         assert!(!states.is_empty(), "{h}: the system was activated");
         assert!(
-            states.iter().all(|s| s != "confirmed"),
+            states.iter().all(|s| s == "done"),
             "{h}: magicRollback = false armed no watchdog: {states:?}"
         );
     }
@@ -670,4 +670,135 @@ fn activating_an_unknown_profile_is_an_error_before_any_host_is_contacted() {
     out.assert_code(3)
         .assert_stderr_contains("unknown profile 'myap' (did you mean 'myapp'?)");
     assert!(!format!("{out}").contains("cannot reach"), "{out}");
+}
+
+/// A makeHive-shaped hive with one node whose `deployment` is `deployment`.
+fn one_node_hive(deployment: &str) -> tempfile::TempDir {
+    bare_flake(&format!(
+        r#"{{ colmenaHive = {{ meta = {{ nixpkgs = throw "not read"; }};
+             nodes.web-1.config = {{ deployment = {deployment};
+               system.build.toplevel = d "web-1"; }}; }}; }}"#
+    ))
+}
+
+#[test]
+fn colmena_fields_of_the_wrong_shape_name_the_node_and_field() {
+    let cases = [
+        (
+            r#"{ targetPort = 70000; }"#,
+            "colmenaHive.nodes.web-1.config.deployment: field targetPort must be an integer from 1 to 65535",
+        ),
+        (
+            r#"{ tags = [ "web,db" ]; }"#,
+            "colmenaHive.nodes.web-1.config.deployment: field tags",
+        ),
+        (
+            r#"{ targetHost = null; allowLocalDeployment = false; }"#,
+            "targetHost is null and allowLocalDeployment is false",
+        ),
+        (
+            r#"{ privilegeEscalationCommand = "sudo"; }"#,
+            "field privilegeEscalationCommand must be a list of strings",
+        ),
+        (
+            r#"{ keys.k = { text = "x"; permissions = "0999"; }; }"#,
+            "host web-1: inventory key `k`",
+        ),
+    ];
+    for (deployment, needle) in cases {
+        let dir = one_node_hive(deployment);
+        let book = dir.path().join("book.rhai");
+        fs::write(&book, "build(hosts());").unwrap();
+        common::nixdeploy(&["run"])
+            .args(&[book.as_os_str()])
+            .args(&["--flake", &flake_ref(dir.path())])
+            .output()
+            .assert_code(4)
+            .assert_stderr_contains(needle);
+    }
+}
+
+#[test]
+fn native_profiles_are_deployed_in_order_with_the_system() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    fresh_revs(&sb);
+    assert!(sb
+        .ssh(
+            "h1",
+            "mkdir -p /run/t && : > /run/t/log && chmod 666 /run/t/log"
+        )
+        .status
+        .success());
+    let outputs = r#"let
+        logger = name: mk name ''
+          "$bb" mkdir -p "$out/bin"
+          printf '#!%s sh\necho "$(%s id -un) %s" >> /run/t/log\n' "$bb" "$bb" "$what" > "$out/activate"
+          "$bb" cp "$out/activate" "$out/bin/start"
+          "$bb" chmod 555 "$out/activate" "$out/bin/start"
+        '' { what = name; };
+      in {
+      nixdeploy = {
+        sshConfig = fleet.sshConfig;
+        nixOptions.substituters = "";
+        hosts.h1 = {
+          toplevel = top "h1";
+          profilesOrder = [ "home" "system" "app" ];
+          profiles.home = { kind = "home-manager"; user = "nobody"; path = logger "home-manager-generation"; };
+          profiles.app = { user = "daemon"; path = logger "app"; command = "$PROFILE/bin/start"; };
+        };
+      };
+    }"#;
+    let flake = flake_ref(&fixture(&sb, "native-profiles", outputs));
+    let out = sb
+        .nixdeploy(&["run", APPLY, "--flake", &flake, "--json"])
+        .success();
+    assert_eq!(sb.current_system("h1"), Some(sb.build_toplevel("h1")));
+    assert_eq!(
+        log_of(&sb, "h1"),
+        ["nobody home-manager-generation", "daemon app"]
+    );
+    let activate = out
+        .json_lines()
+        .into_iter()
+        .filter(|e| e["event"] == "step" && e["host"] == "h1" && e["state"] != "started")
+        .map(|e| e["step"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    let at = |s: &str| activate.iter().position(|x| x == s).unwrap();
+    assert!(
+        at("activate-profiles") < at("activate"),
+        "home (before the system) is activated first: {activate:?}"
+    );
+    assert!(
+        activate
+            .iter()
+            .rposition(|x| x == "activate-profiles")
+            .unwrap()
+            > at("activate"),
+        "app (after the system) is activated last: {activate:?}"
+    );
+}
+
+#[test]
+fn a_prebuilt_store_path_nobody_has_fails_that_host_at_copy_with_what_to_do() {
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(1);
+    let missing = "/nix/store/00000000000000000000000000000000-nixos-system-nowhere";
+    let outputs = format!(
+        r#"{{ nixdeploy = {{
+            sshConfig = fleet.sshConfig;
+            nixOptions.substituters = "";
+            hosts.h1.toplevel = "{missing}";
+          }}; }}"#
+    );
+    let flake = flake_ref(&fixture(&sb, "prebuilt-missing", &outputs));
+    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    out.assert_code(1)
+        .assert_stderr_contains("is not in this machine's store and h1 cannot substitute it")
+        .assert_stderr_contains("build or fetch it here first");
+    assert!(sb.activations("h1").is_empty(), "nothing was activated");
 }

@@ -1,5 +1,6 @@
-//! Writing the journal at the end of a run: one record per host the run knew, built from the
-//! recorder and one read-only probe of each host that the run reached.
+//! Writing the journal: a record for each host as soon as it finishes (so a run killed outright
+//! still leaves one), then at the end of the run one complete record per host the run knew,
+//! built from the recorder and one read-only probe of each host that the run reached.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::fleet::Host;
 use crate::journal::{Journal, Record, RunMeta, State};
-use crate::report::{FinalState, HostRecord};
+use crate::report::{Event, FinalState, HostRecord, Sink};
 use crate::transport::quote;
 
 /// How long the end-of-run probe of one host may take; a host that does not answer in time
@@ -30,10 +31,52 @@ struct Probed {
     generation: Option<u64>,
 }
 
+/// The run-wide facts of the records of a run starting now; the same value stamps the records
+/// written as hosts finish and the final ones, so readers can tell which supersede which.
+pub fn run_meta(runbook: &str, selector: Option<&str>, flake: &str) -> Arc<RunMeta> {
+    Arc::new(RunMeta::current(runbook, selector, flake))
+}
+
+/// Appends a record the moment a host reaches a final state (deployed, unchanged, rolled back,
+/// failed), without probing it. The run's final record for that host supersedes it; if the
+/// run is killed, it is what remains. A failed append is silently left to the final write.
+pub struct JournalSink {
+    meta: Arc<RunMeta>,
+    journal: Journal,
+    started: std::time::Instant,
+}
+
+impl JournalSink {
+    /// Appends to the default journal with `meta`'s run id.
+    pub fn new(meta: Arc<RunMeta>) -> JournalSink {
+        JournalSink {
+            meta,
+            journal: Journal::default_location(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Sink for JournalSink {
+    fn emit(&self, event: &Event) {
+        let Event::HostState { host, state, path } = event else {
+            return;
+        };
+        if matches!(state, FinalState::Untouched | FinalState::Planned) {
+            return;
+        }
+        let mut record = self.meta.record(host.clone(), state_of(*state));
+        record.path_after = path.clone();
+        record.duration_ms = self.started.elapsed().as_millis() as u64;
+        record.progress = true;
+        let _ = self.journal.append(&[record]);
+    }
+}
+
 /// Appends one record per host of the run; a journal that cannot be written is a warning,
 /// never a reason to change the run's outcome.
-pub fn journal_run(ctx: &Arc<Context>, elapsed: Duration) {
-    let records = records(ctx, elapsed);
+pub fn journal_run(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) {
+    let records = records(ctx, elapsed, meta);
     if let Err(err) = Journal::default_location().append(&records) {
         ctx.reporter.message(
             crate::report::Level::Warn,
@@ -42,12 +85,8 @@ pub fn journal_run(ctx: &Arc<Context>, elapsed: Duration) {
     }
 }
 
-fn records(ctx: &Arc<Context>, elapsed: Duration) -> Vec<Record> {
-    let mut meta = RunMeta::current(
-        &ctx.meta.runbook,
-        ctx.meta.selector.as_deref(),
-        &ctx.inventory.flake,
-    );
+fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record> {
+    let mut meta = meta.clone();
     let hosts = ctx.reporter.recorder().hosts();
     // Every touched host is probed at once, while Nix reads the flake's revision.
     let (revision, probes) = ctx.runtime.block_on(async {

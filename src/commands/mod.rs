@@ -15,7 +15,11 @@ pub mod runbooks;
 pub mod sandbox;
 pub mod shipped;
 
-/// Appends one journal record per host this run knew about.
-pub fn journal_run(ctx: &std::sync::Arc<crate::context::Context>, elapsed: std::time::Duration) {
-    journal::journal_run(ctx, elapsed);
+/// Appends one journal record per host this run knew about, stamped with `meta`.
+pub fn journal_run(
+    ctx: &std::sync::Arc<crate::context::Context>,
+    elapsed: std::time::Duration,
+    meta: &crate::journal::RunMeta,
+) {
+    journal::journal_run(ctx, elapsed, meta);
 }

@@ -298,11 +298,17 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let sinks: Vec<Box<dyn Sink>> = if opts.json {
+    let mut sinks: Vec<Box<dyn Sink>> = if opts.json {
         vec![Box::new(JsonSink::stdout())]
     } else {
         vec![Box::new(TerminalSink::new())]
     };
+    // Each host is journalled as it finishes, so a run killed outright still leaves records.
+    let journal_meta =
+        crate::commands::journal::run_meta(&source, opts.on.as_deref(), &inventory.flake);
+    sinks.push(Box::new(crate::commands::journal::JournalSink::new(
+        journal_meta.clone(),
+    )));
     let run_options = RunOptions {
         parallel: opts.parallel,
         dry_run: opts.dry_run,
@@ -380,7 +386,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     if matches!(exit, Exit::Success | Exit::HostsFailed) && ctx.interrupt.stopping() {
         exit = Exit::Interrupted;
     }
-    crate::commands::journal_run(&ctx, started.elapsed());
+    crate::commands::journal_run(&ctx, started.elapsed(), &journal_meta);
     ctx.reporter.emit(Event::RunFinished {
         exit_code: exit.code(),
         hosts: recorder

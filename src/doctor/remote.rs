@@ -253,9 +253,31 @@ async fn store_reach(host: &str, target: &Target) -> Check {
         "--store",
         &store.0,
     ])
-    .env("NIX_SSHOPTS", target.common_args().join(" "))
     .stdin(std::process::Stdio::null())
     .kill_on_drop(true);
+    // Nix's ssh gets the options whole, through a wrapper (NIX_SSHOPTS is split on spaces).
+    let wrapper = tempfile::Builder::new()
+        .prefix("nixdeploy-doctor-")
+        .tempdir_in("/tmp")
+        .map_err(anyhow::Error::from)
+        .and_then(|dir| {
+            crate::transport::nix_ssh_env(dir.path(), "store", &target.common_args())
+                .map(|env| (dir, env))
+        });
+    let _dir = match wrapper {
+        Ok((dir, env)) => {
+            cmd.envs(env);
+            dir
+        }
+        Err(e) => {
+            return Check::fail(
+                Some(host),
+                NAME,
+                format!("cannot prepare Nix's ssh: {e:#}"),
+                "check that /tmp is writable",
+            )
+        }
+    };
     match tokio::time::timeout(TIMEOUT, cmd.output()).await {
         Ok(Ok(out)) if out.status.success() => {
             Check::ok(Some(host), NAME, format!("{} answers", store.0))

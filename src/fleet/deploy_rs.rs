@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::inventory::{ActivateDefaults, Profile, ProfileKind};
 use super::profiles::{check_profile_name, default_profile_path, in_order, SYSTEM_NAME};
-use super::schema::{host, read_activate, read_toplevel, HostFields, Parsed, Toplevel};
+use super::schema::{
+    host, read_activate, read_system_field, read_toplevel, HostFields, Parsed, Toplevel,
+};
 use super::value::{as_derivation, problem, Attrs};
 use super::{BuildOn, HostName};
 
@@ -157,7 +159,10 @@ fn read_node(
             "no system profile: set {what}.profiles.system.path or define nixosConfigurations.{name}"
         );
         match system.as_ref().and_then(|(_, path, _)| *path) {
-            Some(path) => unwrap_nixos(read_toplevel(&system_what, Some(path), &missing)?, path),
+            Some(path) => unwrap_nixos(
+                read_system_field(&system_what, "path", Some(path), &missing)?,
+                path,
+            ),
             None => read_toplevel(&what, node_attrs.get(NIXOS_FALLBACK), &missing)?,
         }
     } else {
@@ -220,8 +225,9 @@ fn read_node(
             ));
         }
         let chain = Chain(vec![&level, &node, top]);
-        let toplevel = read_toplevel(
+        let toplevel = read_system_field(
             &pwhat,
+            "path",
             attrs.get("path"),
             "no path: set it to the profile's activatable derivation",
         )?;

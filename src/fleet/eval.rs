@@ -48,10 +48,13 @@ pub struct FlakeRef {
 /// (so, as with the nix CLI, only tracked files count) and as `path:` otherwise.
 pub fn resolve(flake: &str) -> anyhow::Result<FlakeRef> {
     if flake.contains(':') || flake.contains('#') {
+        // A plain `path:DIR` is copied to the store as DIR itself, so its store paths in nix
+        // errors map back to DIR's files (a `git+file` source root is the repository's).
+        let plain_path = flake.starts_with("path:") && !flake.contains(['?', '#']);
         return Ok(FlakeRef {
             nix_ref: flake.to_string(),
             local_dir: local_dir_of(flake),
-            source_root: None,
+            source_root: local_dir_of(flake).filter(|_| plain_path),
         });
     }
     let dir = Path::new(flake);
@@ -246,8 +249,12 @@ fn unstore_source(text: &str, root: &Path) -> String {
     while let Some(at) = rest.find(STORE) {
         out.push_str(&rest[..at]);
         let after = &rest[at + STORE.len()..];
-        let hashed = after.len() > HASH_LEN
-            && after[..HASH_LEN].bytes().all(|b| b.is_ascii_alphanumeric())
+        // Bytes, not `str` slices: the text is Nix's error, which may hold any UTF-8, and
+        // slicing a `str` inside a character panics. 32 ASCII bytes end on a boundary.
+        let hashed = after
+            .as_bytes()
+            .get(..HASH_LEN)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_alphanumeric))
             && after[HASH_LEN..].starts_with("-source/");
         if hashed {
             out.push_str(&format!("{}/", root.display()));
@@ -284,6 +291,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn non_ascii_text_after_a_store_prefix_does_not_panic() {
+        let root = Path::new("/src");
+        // A multi-byte character straddles byte 32 after the prefix.
+        let text = format!("/nix/store/{}é-source/x and /nix/store/ü", "a".repeat(31));
+        assert_eq!(unstore_source(&text, root), text);
+        let hashed = format!("error: «{}-source/flake.nix» ünïcode", "b".repeat(32));
+        let hashed = hashed.replace("«", "/nix/store/");
+        assert_eq!(
+            unstore_source(&hashed, root),
+            "error: /src/flake.nix» ünïcode"
+        );
+        let summary =
+            summarize_nix_error("error: schlüssel «ß» fehlt\n       at /nix/store/é:1:2:\n");
+        assert!(summary.contains("schlüssel"), "{summary}");
+    }
+
+    #[test]
     fn references_with_a_scheme_or_fragment_pass_through() {
         let r = resolve("github:owner/repo").unwrap();
         assert_eq!(r.nix_ref, "github:owner/repo");
@@ -293,6 +317,13 @@ mod tests {
             Some(PathBuf::from("/repo/sub"))
         );
         assert_eq!(local_dir_of("path:/a/b?x=1"), Some(PathBuf::from("/a/b")));
+        // Errors from a plain `path:` flake point at the user's files, not the store copy.
+        assert_eq!(
+            resolve("path:/a/b").unwrap().source_root,
+            Some(PathBuf::from("/a/b"))
+        );
+        assert_eq!(resolve("path:/a/b?dir=c").unwrap().source_root, None);
+        assert_eq!(resolve("github:owner/repo").unwrap().source_root, None);
     }
 
     #[test]

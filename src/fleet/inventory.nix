@@ -95,15 +95,18 @@ let
   # node's toplevel and the few `meta` fields nixdeploy reads are touched (meta.nixpkgs is a
   # whole package set).
   readHive = hive:
-    if isAttrs hive && isAttrs (hive.nodes or null) then {
-      nodes = mapAttrs
-        (guard (name: node: {
-          deployment = within "colmenaHive.nodes.${name}.config.deployment"
-            (clean 8 (node.config.deployment or null));
-          toplevel = within "colmenaHive.nodes.${name}.config.system.build.toplevel"
-            (heavyOf node (node.config.system.build.toplevel or null));
-        }))
-        (pick hive.nodes);
+    if isAttrs hive then {
+      nodes =
+        if isAttrs (hive.nodes or null) then
+          mapAttrs
+            (guard (name: node: {
+              deployment = within "colmenaHive.nodes.${name}.config.deployment"
+                (clean 8 (node.config.deployment or null));
+              toplevel = within "colmenaHive.nodes.${name}.config.system.build.toplevel"
+                (heavyOf node (node.config.system.build.toplevel or null));
+            }))
+            (pick hive.nodes)
+        else clean 0 (hive.nodes or null);
       meta = mapAttrs (key: v: within "colmenaHive.meta.${key}" (clean 2 v)) (
         builtins.intersectAttrs
           { allowApplyAll = null; machinesFile = null; name = null; description = null; }

@@ -302,7 +302,12 @@ fn native_profiles_store_paths_and_the_apply_all_guard() {
         "nixdeploy",
         json!({ "hosts": { "h1": { "toplevel": "not-a-path" } } }),
     );
-    assert!(err.contains("is not a store path"), "{err}");
+    assert!(
+        err.contains(
+            "must be a derivation or a store path (/nix/store/<hash>-<name>), found the string"
+        ),
+        "{err}"
+    );
     let err = error(
         "nixdeploy",
         json!({ "hosts": { "h1": { "toplevel": drv("h1"), "allowApplyAll": false } } }),
@@ -313,4 +318,23 @@ fn native_profiles_store_paths_and_the_apply_all_guard() {
         json!({ "hosts": { "h1": { "toplevel": drv("h1"), "profiles": { "x": { "path": drv("x") } } } } }),
     );
     assert!(err.contains("field command is missing"), "{err}");
+}
+
+#[test]
+fn a_native_localhost_target_is_local_unless_it_has_a_port() {
+    let inv = load(
+        "nixdeploy",
+        json!({ "hosts": {
+            "here": { "toplevel": drv("here"), "targetHost": "localhost" },
+            "vm": { "toplevel": drv("vm"), "targetHost": "127.0.0.1", "targetPort": 2222 },
+            "forced": { "toplevel": drv("forced"), "targetHost": "localhost", "local": false },
+        }}),
+    )
+    .unwrap();
+    assert!(inv.get("here").unwrap().local);
+    assert!(
+        !inv.get("vm").unwrap().local,
+        "a forwarded port is reached over ssh"
+    );
+    assert!(!inv.get("forced").unwrap().local, "local = false wins");
 }

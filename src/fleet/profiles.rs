@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::inventory::{Profile, ProfileKind};
-use super::schema::{read_activate, read_toplevel, ACTIVATE_FIELDS};
+use super::schema::{read_activate, read_system_field, ACTIVATE_FIELDS};
 use super::suggest;
 use super::value::{problem, Attrs};
 
@@ -57,8 +57,9 @@ pub fn read_native(host_what: &str, profiles: &Map<String, Value>) -> anyhow::Re
         }
         let attrs = Attrs::new(&what, value)?;
         attrs.deny_unknown(PROFILE_FIELDS)?;
-        let toplevel = read_toplevel(
+        let toplevel = read_system_field(
             &what,
+            "path",
             attrs.get("path"),
             "no path: set path to the derivation (or store path) the profile points at",
         )?;

@@ -204,8 +204,19 @@ pub struct Toplevel {
 }
 
 /// Reads a `toplevel` value; `missing` is the message for a host that has none.
-/// A `deferred` marker (the metadata pass did not evaluate it) reads as empty paths.
 pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow::Result<Toplevel> {
+    read_system_field(what, "toplevel", value, missing)
+}
+
+/// Reads a system-like field named `field` (`toplevel`, a profile's `path`): a derivation, or a
+/// prebuilt store path string. A `deferred` marker (the metadata pass did not evaluate it)
+/// reads as empty paths.
+pub fn read_system_field(
+    what: &str,
+    field: &str,
+    value: Option<&Value>,
+    missing: &str,
+) -> anyhow::Result<Toplevel> {
     match value.filter(|v| !v.is_null()) {
         None => Err(problem(what, missing)),
         Some(v) if is_deferred(v) => Ok(Toplevel {
@@ -213,7 +224,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
             out_path: String::new(),
             system: v.get("system").and_then(Value::as_str).map(str::to_string),
         }),
-        Some(Value::String(path)) => prebuilt(what, path),
+        Some(Value::String(path)) => prebuilt(what, field, path),
         Some(v) => match as_derivation(v) {
             Some((drv_path, out_path, system)) => Ok(Toplevel {
                 drv_path,
@@ -223,7 +234,7 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
             None => Err(problem(
                 what,
                 format_args!(
-                    "field toplevel must be a derivation (such as config.system.build.toplevel) or a store path, found {}",
+                    "field {field} must be a derivation (such as config.system.build.toplevel) or a store path, found {}",
                     describe(v)
                 ),
             )),
@@ -238,7 +249,7 @@ pub fn is_deferred(value: &Value) -> bool {
 
 /// A prebuilt system given as a store path string: nothing to build, `copy` sends or
 /// substitutes it.
-fn prebuilt(what: &str, path: &str) -> anyhow::Result<Toplevel> {
+fn prebuilt(what: &str, field: &str, path: &str) -> anyhow::Result<Toplevel> {
     let name = path.strip_prefix("/nix/store/").unwrap_or("");
     let valid = name.len() > 33
         && name.as_bytes()[32] == b'-'
@@ -248,7 +259,7 @@ fn prebuilt(what: &str, path: &str) -> anyhow::Result<Toplevel> {
         return Err(problem(
             what,
             format_args!(
-                "field toplevel is the string '{path}', which is not a store path; give a derivation or a /nix/store/<hash>-<name> path"
+                "field {field} must be a derivation or a store path (/nix/store/<hash>-<name>), found the string '{path}'"
             ),
         ));
     }
@@ -263,7 +274,10 @@ fn prebuilt(what: &str, path: &str) -> anyhow::Result<Toplevel> {
 pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: BuildOn) -> Host {
     let target_host = fields.target_host.unwrap_or_else(|| name.to_string());
     Host {
-        local: fields.local.unwrap_or(false) || is_this_machine(&target_host),
+        // A loopback target with a port is an ssh target (a forwarded VM, a test listener).
+        local: fields
+            .local
+            .unwrap_or_else(|| fields.target_port.is_none() && is_this_machine(&target_host)),
         target_host,
         escalation: crate::transport::Escalation::for_login(fields.target_user.as_deref(), None),
         target_user: fields.target_user,

@@ -188,7 +188,24 @@ fn parse(text: &[u8]) -> Contents {
             Err(_) => contents.unreadable_lines.push(index + 1),
         }
     }
+    contents.records = latest_per_run_and_host(std::mem::take(&mut contents.records));
     contents
+}
+
+/// A run appends a `progress` record for a host when the host finishes and a complete one when
+/// the run ends: a progress record is dropped when a later record of the same run and host
+/// exists (a run killed outright leaves only its progress records, which then stand).
+fn latest_per_run_and_host(records: Vec<Record>) -> Vec<Record> {
+    let mut last = std::collections::HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        last.insert((r.run_id.clone(), r.host.clone()), i);
+    }
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, r)| !r.progress || last.get(&(r.run_id.clone(), r.host.clone())) == Some(i))
+        .map(|(_, r)| r)
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,6 +239,43 @@ mod tests {
             .collect();
         assert_eq!(hosts, ["a", "b", "c"]);
         assert_eq!(journal.records_for("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_later_record_of_the_same_run_and_host_supersedes_the_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path());
+        let meta = RunMeta::current("apply.rhai", None, ".");
+        let other = RunMeta {
+            run_id: "other".into(),
+            ..meta.clone()
+        };
+        let mut progress = meta.record(HostName::new("a"), State::Deployed);
+        progress.progress = true;
+        journal.append(&[progress]).unwrap();
+        journal
+            .append(&[other.record(HostName::new("a"), State::Failed)])
+            .unwrap();
+        journal
+            .append(&[
+                meta.record(HostName::new("a"), State::RolledBack),
+                meta.record(HostName::new("b"), State::Deployed),
+            ])
+            .unwrap();
+        let states: Vec<(String, State)> = journal
+            .read()
+            .unwrap()
+            .iter()
+            .map(|r| (r.host.to_string(), r.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("a".to_string(), State::Failed),
+                ("a".to_string(), State::RolledBack),
+                ("b".to_string(), State::Deployed)
+            ]
+        );
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct Record {
     pub duration_ms: u64,
     /// An error or note, if any.
     pub message: Option<String>,
+    /// Written the moment the host finished, before the run ended; a later record of the same
+    /// run and host supersedes it. Absent (false) on the run's final records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
 }
 
 /// The facts shared by every record of one run.
@@ -140,6 +144,7 @@ impl RunMeta {
             state,
             duration_ms: 0,
             message: None,
+            progress: false,
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct KeySpec {
     pub permissions: u32,
     /// When it is uploaded.
     pub upload_at: UploadAt,
+    /// The user accepted a `dest_dir` (or a parent) writable by someone other than root
+    /// (`insecure_dest_dir: true`); see docs/secrets.md.
+    pub insecure_dest_dir: bool,
 }
 
 /// Secret bytes; never printed.
@@ -107,9 +110,11 @@ impl KeySpec {
             "permissions",
             "upload_at",
             "uploadAt",
+            "insecure_dest_dir",
+            "insecureDestDir",
         ];
         if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!("unknown field `{k}`; known fields: name, text, file, command, dest_dir, user, group, permissions, upload_at"));
+            return Err(format!("unknown field `{k}`; known fields: name, text, file, command, dest_dir, user, group, permissions, upload_at, insecure_dest_dir"));
         }
         let get = |a: &str, b: &str| obj.get(a).or_else(|| obj.get(b)).filter(|v| !v.is_null());
         let string = |a: &str, b: &str| -> Result<Option<String>, String> {
@@ -141,7 +146,11 @@ impl KeySpec {
             sources.push(Source::Text(t));
         }
         if let Some(f) = string("file", "keyFile").map_err(|e| format!("{label}: {e}"))? {
-            sources.push(Source::File(PathBuf::from(f)));
+            let path = PathBuf::from(f);
+            if let Some(err) = in_nix_store(&path) {
+                return Err(format!("{label}: {err}"));
+            }
+            sources.push(Source::File(path));
         }
         if let Some(c) = get("command", "keyCommand") {
             let argv: Option<Vec<String>> = c
@@ -209,6 +218,15 @@ impl KeySpec {
                 return Err(format!("{label}: `upload_at` must be \"pre-activation\" or \"post-activation\", found \"{other}\""))
             }
         };
+        let insecure_dest_dir = match get("insecure_dest_dir", "insecureDestDir") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(format!(
+                    "{label}: `insecure_dest_dir` must be true or false, found {other}"
+                ))
+            }
+        };
         Ok(KeySpec {
             name,
             source,
@@ -217,6 +235,7 @@ impl KeySpec {
             group,
             permissions,
             upload_at,
+            insecure_dest_dir,
         })
     }
 
@@ -225,11 +244,19 @@ impl KeySpec {
         format!("{}/{}", self.dest_dir.trim_end_matches('/'), self.name)
     }
 
-    /// Checks the source can be read, before any host is touched (files exist and are readable).
+    /// Checks the source can be read, before any host is touched (files exist, are readable
+    /// and do not resolve into the Nix store).
     pub fn check_source(&self) -> Result<(), String> {
         if let Source::File(p) = &self.source {
             std::fs::File::open(p)
                 .map_err(|e| format!("key `{}`: cannot read {}: {e}", self.name, p.display()))?;
+            if let Some(err) = std::fs::canonicalize(p).ok().and_then(|c| in_nix_store(&c)) {
+                return Err(format!(
+                    "key `{}`: {} resolves to a store path: {err}",
+                    self.name,
+                    p.display()
+                ));
+            }
         }
         Ok(())
     }
@@ -238,9 +265,12 @@ impl KeySpec {
     pub fn read(&self) -> Result<Secret, String> {
         match &self.source {
             Source::Text(t) => Ok(Secret(t.clone().into_bytes())),
-            Source::File(p) => std::fs::read(p)
-                .map(Secret)
-                .map_err(|e| format!("key `{}`: cannot read {}: {e}", self.name, p.display())),
+            Source::File(p) => {
+                self.check_source()?;
+                std::fs::read(p)
+                    .map(Secret)
+                    .map_err(|e| format!("key `{}`: cannot read {}: {e}", self.name, p.display()))
+            }
             Source::Command(argv) => {
                 let out = std::process::Command::new(&argv[0])
                     .args(&argv[1..])
@@ -260,6 +290,19 @@ impl KeySpec {
             }
         }
     }
+}
+
+/// Why a key file inside `/nix/store` is refused: the store is world-readable, and a secret
+/// found there has already leaked (a `path:` flake, or a relative path in a flake, copies the
+/// secret into the store before nixdeploy ever reads it).
+fn in_nix_store(path: &std::path::Path) -> Option<String> {
+    path.starts_with("/nix/store").then(|| {
+        format!(
+            "`file` {} is inside /nix/store, which every local user can read (a `path:` flake copies \
+             its files there): keep secrets outside the flake and point `file` at their real location",
+            path.display()
+        )
+    })
 }
 
 /// Parses an octal mode string (`"0600"`, `"640"`), at most `0777`.
@@ -338,6 +381,14 @@ mod tests {
             (
                 json!({ "name": "k", "text": "x", "colour": "red" }),
                 "unknown field",
+            ),
+            (
+                json!({ "name": "k", "file": "/nix/store/abc-secrets/k" }),
+                "inside /nix/store",
+            ),
+            (
+                json!({ "name": "k", "text": "x", "insecure_dest_dir": "yes" }),
+                "true or false",
             ),
         ];
         for (spec, expected) in cases {

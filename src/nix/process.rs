@@ -2,10 +2,9 @@
 
 use std::process::Stdio;
 
-use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
+use crate::transport::capture::{capture, INTERNAL_LIMIT};
 use crate::transport::Stream;
+use anyhow::Context;
 
 /// What a local command did.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +15,8 @@ pub struct LocalOutput {
     pub stdout: String,
     /// Its stderr.
     pub stderr: String,
+    /// Output beyond the limit was dropped (a marker line says where).
+    pub truncated: bool,
 }
 
 impl LocalOutput {
@@ -62,24 +63,36 @@ pub async fn run_local(
         .with_context(|| format!("failed to start `{}`", argv[0]))?;
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
-    let read = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>, s: Stream| async move {
-        let mut all = String::new();
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            on_line(s, &line);
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    };
+    // Bytes, not lines: a non-UTF-8 line must not end the reading (and lose the error).
     let (stdout, stderr) = tokio::join!(
-        read(Box::new(out), Stream::Stdout),
-        read(Box::new(err), Stream::Stderr)
+        capture(out, Stream::Stdout, INTERNAL_LIMIT, on_line),
+        capture(err, Stream::Stderr, INTERNAL_LIMIT, on_line)
     );
     let status = child.wait().await?;
     Ok(LocalOutput {
         status: status.code(),
-        stdout,
-        stderr,
+        stdout: stdout.text,
+        stderr: stderr.text,
+        truncated: stdout.truncated || stderr.truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn non_utf8_output_is_read_to_the_end() {
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "printf 'a\\377b\\nerror: second\\n' >&2; printf 'x\\376\\ny\\n'",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = run_local(&argv, &[], &|_, _| {}).await.unwrap();
+        assert_eq!(out.stdout, "x\u{fffd}\ny\n");
+        assert_eq!(out.error_line(), "error: second");
+    }
 }

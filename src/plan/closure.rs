@@ -28,13 +28,32 @@ pub fn requisites_argv(path: &str) -> Vec<String> {
         .to_vec()
 }
 
-/// `nix-store --query --size PATH...`: the NAR size of each path, one per line, in order.
-pub fn sizes_argv(paths: &[String]) -> Vec<String> {
-    let mut argv: Vec<String> = ["nix-store", "--query", "--size"]
-        .map(String::from)
-        .to_vec();
-    argv.extend(paths.iter().cloned());
-    argv
+/// `nix-store --query --size` over the paths on stdin (see [`paths_on_stdin`]): the NAR size of
+/// each, one per line, in order. A closure never goes on a command line: past a few thousand
+/// paths it exceeds the kernel's limit for one argument.
+pub fn sizes_command() -> String {
+    stdin_xargs(&["nix-store", "--query", "--size"])
+}
+
+/// `nix-store --check-validity --print-invalid` over the paths on stdin: those the store lacks.
+pub fn invalid_paths_command() -> String {
+    stdin_xargs(&["nix-store", "--check-validity", "--print-invalid"])
+}
+
+/// Runs `argv` with the NUL-separated paths from stdin appended, as many at a time as fit
+/// (`xargs -0` keeps their order; `-r` runs nothing for no paths).
+fn stdin_xargs(argv: &[&str]) -> String {
+    format!("xargs -0 -r {}", crate::transport::command_line(argv))
+}
+
+/// The stdin of [`sizes_command`] and [`invalid_paths_command`]: each path NUL-terminated.
+pub fn paths_on_stdin<S: AsRef<str>>(paths: &[S]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for p in paths {
+        bytes.extend_from_slice(p.as_ref().as_bytes());
+        bytes.push(0);
+    }
+    bytes
 }
 
 /// Parses `nix path-info --json` output: an array of objects with `path` and `narSize`
@@ -87,7 +106,7 @@ pub fn parse_requisites(output: &str) -> Vec<String> {
         .collect()
 }
 
-/// Joins the paths of [`requisites_argv`] with the sizes of [`sizes_argv`] run on them.
+/// Joins the paths of [`requisites_argv`] with the sizes of [`sizes_command`] run on them.
 pub fn parse_sizes(paths: &[String], sizes_output: &str) -> anyhow::Result<Vec<StorePathInfo>> {
     let sizes: Vec<&str> = sizes_output
         .lines()
@@ -142,17 +161,34 @@ mod tests {
             requisites_argv("/nix/store/x-a"),
             ["nix-store", "--query", "--requisites", "/nix/store/x-a"]
         );
-        let paths = vec!["/nix/store/x-a".to_string(), "/nix/store/y-b".to_string()];
+        assert_eq!(sizes_command(), "xargs -0 -r nix-store --query --size");
         assert_eq!(
-            sizes_argv(&paths),
-            [
-                "nix-store",
-                "--query",
-                "--size",
-                "/nix/store/x-a",
-                "/nix/store/y-b"
-            ]
+            paths_on_stdin(&["/nix/store/x-a", "/nix/store/y-b"]),
+            b"/nix/store/x-a\0/nix/store/y-b\0"
         );
+    }
+
+    /// Many more paths than fit in one argument go through a real `xargs`, in order.
+    #[test]
+    fn thousands_of_paths_pass_through_stdin_in_order() {
+        let paths: Vec<String> = (0..20_000)
+            .map(|i| format!("/nix/store/{i:032}-p"))
+            .collect();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(stdin_xargs(&["printf", "%s\\n"]))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = paths_on_stdin(&paths);
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success());
+        let got: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+        assert_eq!(got, paths);
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod reboot;
 mod render;
 pub mod store_path;
 
-pub use closure::parse_path_info_json;
+pub use closure::{invalid_paths_command, parse_path_info_json, paths_on_stdin};
 pub use diff::{ClosureDiff, Package, StorePathInfo, VersionChange};
 pub use reboot::{BootParts, RebootReason};
 pub use render::{format_size, format_size_delta};

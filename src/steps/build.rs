@@ -231,10 +231,13 @@ async fn realise_locally(
     let mut env = Vec::new();
     if spec.is_some() {
         if let Some(cfg) = &ctx.inventory.ssh_config {
-            env.push((
-                "NIX_SSHOPTS".to_string(),
-                format!("-F {} -o BatchMode=yes", cfg.display()),
-            ));
+            let args = [
+                "-F".to_string(),
+                cfg.display().to_string(),
+                "-o".into(),
+                "BatchMode=yes".into(),
+            ];
+            env = crate::transport::nix_ssh_env(ctx.pool.dir(), "builders", &args)?;
         }
     }
     let argv = ctx.nix.build(&drvs, spec.as_deref(), jobs);
@@ -334,7 +337,7 @@ async fn build_on_target(ctx: &Context, host: &Host) -> anyhow::Result<Outcome<B
         false,
         true,
     );
-    let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
+    let env = conn.nix_env()?;
     let out = run_local(&argv, &env, &|_, _| {}).await?;
     if !out.success() {
         bail!(

@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::fleet::Host;
 use crate::nix::{run_local, StoreUri};
 use crate::report::Event;
-use crate::transport::{command_line, Connection, Stream};
+use crate::transport::{Connection, Stream};
 
 /// Options of `copy`.
 #[derive(Debug, Clone, Default)]
@@ -108,7 +108,7 @@ async fn copy_one(
     let argv = ctx
         .nix
         .copy_to(&StoreUri::of(&target), &here, substitute, false);
-    let env = vec![("NIX_SSHOPTS".to_string(), conn.nix_sshopts())];
+    let env = conn.nix_env()?;
     let reporter = ctx.reporter.clone();
     let name = host.name.clone();
     let on_line = move |_: Stream, line: &str| {
@@ -224,9 +224,13 @@ pub async fn missing_paths(conn: &Connection, path: &str) -> anyhow::Result<Vec<
         );
     }
     let all: Vec<&str> = closure.stdout.lines().filter(|l| !l.is_empty()).collect();
-    let mut argv = vec!["nix-store", "--check-validity", "--print-invalid"];
-    argv.extend(all.iter().copied());
-    let out = conn.run(&command_line(&argv), None).await?;
+    // On stdin, never in one argument: a closure of a few thousand paths exceeds the limit.
+    let out = conn
+        .run(
+            &crate::plan::invalid_paths_command(),
+            Some(&crate::plan::paths_on_stdin(&all)),
+        )
+        .await?;
     if !out.success() {
         bail!(
             "cannot query the store of {}: {}",

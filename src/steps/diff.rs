@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::fleet::Host;
 use crate::nix::run_local;
 use crate::plan::closure::{
-    parse_requisites, parse_sizes, path_info_argv, requisites_argv, sizes_argv,
+    parse_requisites, parse_sizes, path_info_argv, paths_on_stdin, requisites_argv, sizes_command,
 };
 use crate::plan::{parse_path_info_json, BootParts, ClosureDiff, StorePathInfo};
 use crate::transport::{command_line, quote, Connection};
@@ -114,7 +114,9 @@ async fn remote_closure(conn: &Connection, system: &str) -> anyhow::Result<Vec<S
         );
     }
     let paths = parse_requisites(&out.stdout);
-    let sizes = conn.run(&command_line(&sizes_argv(&paths)), None).await?;
+    let sizes = conn
+        .run(&sizes_command(), Some(&paths_on_stdin(&paths)))
+        .await?;
     if !sizes.success() {
         bail!(
             "cannot read the sizes of {system}'s closure on {host}: {}",

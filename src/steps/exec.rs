@@ -22,6 +22,9 @@ pub struct ExecOptions {
     pub stdin: Option<Vec<u8>>,
     /// Do not stream the output lines to the terminal.
     pub quiet: bool,
+    /// Bytes kept of each stream (head and tail); `None` is
+    /// [`crate::transport::capture::DEFAULT_EXEC_LIMIT`].
+    pub max_output: Option<usize>,
 }
 
 /// What a command did on one host.
@@ -33,6 +36,8 @@ pub struct Executed {
     pub stdout: String,
     /// Its standard error.
     pub stderr: String,
+    /// Output beyond `max_output` bytes per stream was dropped (a marker line says where).
+    pub truncated: bool,
 }
 
 /// Runs `command` (a shell command line) on every host.
@@ -105,16 +110,19 @@ async fn exec_one(
     };
     let pidfile = session_file();
     let script = wrapped(command, &pidfile);
-    let run = conn.run_streaming(&script, opts.stdin.as_deref(), &on_line);
-    let limit = opts.timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
+    let limit = opts
+        .max_output
+        .unwrap_or(crate::transport::capture::DEFAULT_EXEC_LIMIT);
+    let run = conn.run_capped(&script, opts.stdin.as_deref(), limit, &on_line);
+    let deadline = opts.timeout.unwrap_or(Duration::from_secs(u64::MAX / 4));
     // Closing an ssh channel does not end the command on the host: stop it ourselves when the
     // run is aborted or the timeout passes.
     let out = tokio::select! {
-        r = tokio::time::timeout(limit, run) => match r {
+        r = tokio::time::timeout(deadline, run) => match r {
             Ok(out) => out?,
             Err(_) => {
                 let _ = conn.run(&stop(&pidfile), None).await;
-                bail!("`{command}` did not finish within {}s and was stopped", limit.as_secs());
+                bail!("`{command}` did not finish within {}s and was stopped", deadline.as_secs());
             }
         },
         _ = super::aborted(&ctx.interrupt) => {
@@ -126,7 +134,17 @@ async fn exec_one(
         status: out.status.map(i64::from).unwrap_or(-1),
         stdout: out.stdout,
         stderr: out.stderr,
+        truncated: out.truncated,
     };
+    if executed.truncated {
+        ctx.reporter.message(
+            crate::report::Level::Warn,
+            format!(
+                "{}: `{command}` wrote more than {limit} bytes on a stream; the middle was dropped (see `max_output`)",
+                host.name
+            ),
+        );
+    }
     if executed.status == 0 {
         Ok(Outcome::done(executed))
     } else {

@@ -3,16 +3,19 @@
 # PROFILE is the profile link, PATH the store path it should point at, USER who runs COMMAND
 # (with $PROFILE set), TIMEOUT the seconds COMMAND may take, AUTO 1 to roll back when it fails,
 # MAGIC 1 to roll back unless CANARY is removed (over a new connection) within CONFIRM seconds.
+# It runs as root, or as USER itself when that is the ssh login (deploy-rs's sshUser = user).
 # The last line says what happened: @@nixdeploy-profile unchanged|activated|armed|failed|rolled-back.
 set -u
 profile=$1 path=$2 user=$3 command=$4 timeout=$5 auto=$6 magic=$7 confirm=$8 canary=$9
 
 say() { echo "@@nixdeploy-profile $1"; }
 
+me=$(id -un)
+
 # Runs the activation command of whatever the profile points at, as its user.
 run_activation() {
   home=$(getent passwd "$user" | cut -d: -f6)
-  if [ "$user" = root ]; then
+  if [ "$user" = "$me" ]; then
     timeout "$timeout" env PROFILE="$profile" HOME="${home:-/root}" USER="$user" sh -c "$command"
   else
     timeout "$timeout" runuser -u "$user" -- env PROFILE="$profile" HOME="${home:-/}" USER="$user" sh -c "$command"
@@ -31,7 +34,7 @@ roll_back() {
 dir=$(dirname "$profile")
 mkdir -p "$dir" || exit 1
 # A per-user profile directory belongs to its user, as Nix makes it.
-if [ "$user" != root ]; then chown "$user" "$dir" || exit 1; fi
+if [ "$user" != "$me" ]; then chown "$user" "$dir" || exit 1; fi
 previous=$(readlink -f "$profile" 2>/dev/null || true)
 if [ "$previous" = "$path" ]; then
   say unchanged

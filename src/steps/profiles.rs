@@ -181,14 +181,28 @@ async fn activate_one(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
+    // A profile of the login itself is deployed as that login (no escalation), as deploy-rs
+    // does when sshUser is the profile's user; anything else runs as root, which runs the
+    // activation as the profile's user.
+    let as_login = host.target_user.as_deref() == Some(profile.user.as_str());
+    let dir = if as_login && profile.user != "root" {
+        "/tmp"
+    } else {
+        "/run/nixdeploy/profiles"
+    };
     let canary = format!(
-        "/run/nixdeploy/profiles/{}-{}-{nanos}",
+        "{dir}/nixdeploy-profile-{}-{}-{nanos}",
         profile.name,
         std::process::id()
     );
-    let command = host
-        .escalation
-        .root(&profile_command(profile, settings, &canary));
+    let escalate = |line: &str| {
+        if as_login {
+            line.to_string()
+        } else {
+            host.escalation.root(line)
+        }
+    };
+    let command = escalate(&profile_command(profile, settings, &canary));
     let out = conn.run(&command, None).await?;
     let state = ProfileState::parse(&out.stdout).ok_or_else(|| {
         anyhow!(
@@ -212,7 +226,7 @@ async fn activate_one(
         ),
         ProfileState::Armed => {
             // The confirmation goes over a brand-new connection, as for the system.
-            let confirm = host.escalation.root(&format!("rm {}", quote(&canary)));
+            let confirm = escalate(&format!("rm {}", quote(&canary)));
             let timeout = Duration::from_secs(settings.2);
             match target.run_fresh(&confirm, timeout).await {
                 Ok(o) if o.success() => Ok(ProfileState::Activated),

@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::ssh::{collect_lines, Output, Stream};
+use super::capture::capture;
+use super::ssh::{Output, Stream};
 
 fn shell(command: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("sh");
@@ -18,10 +19,12 @@ fn shell(command: &str) -> tokio::process::Command {
     cmd
 }
 
-/// Runs a shell command line here, feeding `stdin`, calling `on_line` for every line.
-pub async fn run_streaming(
+/// Runs a shell command line here, feeding `stdin`, calling `on_line` for every line and
+/// keeping at most `limit` bytes of each stream.
+pub async fn run_capped(
     command: &str,
     stdin: Option<&[u8]>,
+    limit: usize,
     on_line: &(dyn Fn(Stream, &str) + Send + Sync),
 ) -> anyhow::Result<Output> {
     let mut child = shell(command)
@@ -44,14 +47,15 @@ pub async fn run_streaming(
     };
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let read_out = collect_lines(BufReader::new(stdout), Stream::Stdout, on_line);
-    let read_err = collect_lines(BufReader::new(stderr), Stream::Stderr, on_line);
+    let read_out = capture(stdout, Stream::Stdout, limit, on_line);
+    let read_err = capture(stderr, Stream::Stderr, limit, on_line);
     let ((), out, err) = tokio::join!(feed, read_out, read_err);
     let status = child.wait().await.context("lost a local command")?;
     Ok(Output {
         status: status.code(),
-        stdout: out,
-        stderr: err,
+        stdout: out.text,
+        stderr: err.text,
+        truncated: out.truncated || err.truncated,
     })
 }
 
@@ -75,6 +79,7 @@ pub async fn run_fresh(command: &str, timeout: Duration) -> anyhow::Result<Outpu
         status: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        truncated: false,
     })
 }
 
@@ -186,13 +191,19 @@ impl AsyncWrite for HeldIn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncBufReadExt;
+    use tokio::io::{AsyncBufReadExt, BufReader};
 
     #[tokio::test]
     async fn local_commands_get_stdin_and_report_their_status() {
-        let out = run_streaming("read x; echo \"got $x\"; exit 3", Some(b"hi\n"), &|_, _| {})
-            .await
-            .unwrap();
+        let limit = super::super::capture::INTERNAL_LIMIT;
+        let out = run_capped(
+            "read x; echo \"got $x\"; exit 3",
+            Some(b"hi\n"),
+            limit,
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
         assert_eq!(out.stdout, "got hi\n");
         assert_eq!(out.status, Some(3));
         let out = run_fresh("echo fresh", Duration::from_secs(5))

@@ -1,5 +1,6 @@
 //! How a host is reached: shell quoting, ssh targets, and one multiplexed connection per host.
 
+pub mod capture;
 mod escalate;
 mod local;
 mod pool;
@@ -13,5 +14,5 @@ pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
 #[cfg(test)]
 pub use quote::assert_valid_shell;
 pub use quote::{command_line, quote};
-pub use ssh::{Connection, Output, Stream, Target};
+pub use ssh::{nix_ssh_env, Connection, Output, Stream, Target};
 pub use tuning::Tuning;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
+
+use super::capture::{capture, INTERNAL_LIMIT};
 
 use super::tuning::Tuning;
 use crate::fleet::{Host, HostName, Inventory};
@@ -151,14 +153,14 @@ impl Target {
         argv
     }
 
-    /// `NIX_SSHOPTS` that make Nix's own ssh reuse the master on `control`.
-    pub fn nix_sshopts(&self, control: &Path) -> String {
+    /// The ssh arguments that make Nix's own ssh reuse the master on `control`.
+    pub fn nix_ssh_args(&self, control: &Path) -> Vec<String> {
         let mut opts = self.common_args();
         opts.push("-o".into());
         opts.push(format!("ControlPath={}", control.display()));
         opts.push("-o".into());
         opts.push("ControlMaster=no".into());
-        opts.join(" ")
+        opts
     }
 
     /// Runs `remote` over a brand-new connection, with a deadline.
@@ -188,6 +190,7 @@ impl Target {
             status: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            truncated: false,
         })
     }
 }
@@ -210,6 +213,8 @@ pub struct Output {
     pub stdout: String,
     /// Everything it wrote to stderr.
     pub stderr: String,
+    /// Output beyond the limit was dropped (a marker line says where).
+    pub truncated: bool,
 }
 
 impl Output {
@@ -354,9 +359,17 @@ impl Connection {
         &self.target
     }
 
-    /// `NIX_SSHOPTS` that make `nix copy --to ssh-ng://…` ride on this connection.
-    pub fn nix_sshopts(&self) -> String {
-        self.target.nix_sshopts(&self.control)
+    /// The environment that makes `nix copy --to ssh-ng://…` ride on this connection (see
+    /// [`nix_ssh_env`]).
+    pub fn nix_env(&self) -> anyhow::Result<Vec<(String, String)>> {
+        // Named like the control socket, which is unique per destination and options.
+        let dir = self.control.parent().unwrap_or(Path::new("/tmp"));
+        let name = self
+            .control
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.target.host.to_string());
+        nix_ssh_env(dir, &name, &self.target.nix_ssh_args(&self.control))
     }
 
     /// Runs a shell command line (already quoted), feeding `stdin`, collecting its output.
@@ -371,8 +384,22 @@ impl Connection {
         stdin: Option<&[u8]>,
         on_line: &(dyn Fn(Stream, &str) + Send + Sync),
     ) -> anyhow::Result<Output> {
+        self.run_capped(command, stdin, INTERNAL_LIMIT, on_line)
+            .await
+    }
+
+    /// Like [`Connection::run_streaming`], keeping at most `limit` bytes of each stream (see
+    /// [`super::capture`]). Output is read as bytes; invalid UTF-8 is replaced, never a reason
+    /// to stop reading.
+    pub async fn run_capped(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        limit: usize,
+        on_line: &(dyn Fn(Stream, &str) + Send + Sync),
+    ) -> anyhow::Result<Output> {
         let Some(session) = &self.session else {
-            return super::local::run_streaming(command, stdin, on_line).await;
+            return super::local::run_capped(command, stdin, limit, on_line).await;
         };
         let mut cmd = openssh::Session::to_raw_command(session.clone(), command);
         cmd.stdin(if stdin.is_some() {
@@ -396,17 +423,19 @@ impl Connection {
         };
         let stdout = child.stdout().take().expect("stdout is piped");
         let stderr = child.stderr().take().expect("stderr is piped");
-        let read_out = collect_lines(BufReader::new(stdout), Stream::Stdout, on_line);
-        let read_err = collect_lines(BufReader::new(stderr), Stream::Stderr, on_line);
+        let read_out = capture(stdout, Stream::Stdout, limit, on_line);
+        let read_err = capture(stderr, Stream::Stderr, limit, on_line);
         let ((), out, err) = tokio::join!(feed, read_out, read_err);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| anyhow!("lost the connection to {}: {e}", self.target.host))?;
+        let status = match child.wait().await {
+            Ok(status) => status.code(),
+            Err(e) if is_command_not_found(&e) => Some(127),
+            Err(e) => return Err(anyhow!("lost the connection to {}: {e}", self.target.host)),
+        };
         Ok(Output {
-            status: status.code(),
-            stdout: out,
-            stderr: err,
+            status,
+            stdout: out.text,
+            stderr: err.text,
+            truncated: out.truncated || err.truncated,
         })
     }
 
@@ -457,19 +486,61 @@ impl Connection {
     }
 }
 
-pub(super) async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
-    reader: BufReader<R>,
-    stream: Stream,
-    on_line: &(dyn Fn(Stream, &str) + Send + Sync),
-) -> String {
-    let mut all = String::new();
-    let mut lines = reader.lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        on_line(stream, &line);
-        all.push_str(&line);
-        all.push('\n');
-    }
-    all
+/// The environment for a Nix command whose own `ssh` must run with exactly `args`.
+///
+/// Nix splits `NIX_SSHOPTS` on whitespace and has no quoting, so an option holding a space
+/// (`-o "ProxyCommand=ssh -W %h:%p jump"`, a config path with a space) would break apart.
+/// Instead, a wrapper `ssh` is written to `dir/nix-ssh-<name>/` (inside nixdeploy's private
+/// control directory) that runs the real ssh with `args`, each quoted by the shared helper,
+/// followed by what Nix passes; `PATH` puts it first (Nix runs `ssh` from `PATH`) and
+/// `NIX_SSHOPTS` is emptied so nothing is split or added.
+pub fn nix_ssh_env(
+    dir: &Path,
+    name: &str,
+    args: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let wrapper_dir = dir.join(format!("nix-ssh-{name}"));
+    let real = std::env::split_paths(&path)
+        .filter(|d| d.is_absolute() && !d.starts_with(dir))
+        .map(|d| d.join("ssh"))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| anyhow!("ssh is not on PATH (is openssh-client installed?)"))?;
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&wrapper_dir);
+    let script = wrapper_script(&real.display().to_string(), args);
+    // Written aside and renamed: a concurrent Nix never runs a half-written wrapper.
+    let tmp = wrapper_dir.join(format!(".ssh.{}", std::process::id()));
+    std::fs::write(&tmp, script)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)))
+        .and_then(|()| std::fs::rename(&tmp, wrapper_dir.join("ssh")))
+        .with_context(|| format!("cannot write the ssh wrapper in {}", wrapper_dir.display()))?;
+    let mut paths = vec![wrapper_dir];
+    paths.extend(std::env::split_paths(&path));
+    let joined = std::env::join_paths(paths)
+        .context("a PATH entry contains `:`, so the ssh wrapper cannot be put first")?;
+    Ok(vec![
+        ("PATH".to_string(), joined.to_string_lossy().into_owned()),
+        ("NIX_SSHOPTS".to_string(), String::new()),
+    ])
+}
+
+/// `exec REAL_SSH ARGS... "$@"`, every word quoted.
+fn wrapper_script(real_ssh: &str, args: &[String]) -> String {
+    let mut argv = vec![real_ssh.to_string()];
+    argv.extend(args.iter().cloned());
+    format!(
+        "#!/bin/sh\n# Nix's ssh for nixdeploy: the exact ssh options, never split on spaces.\nexec {} \"$@\"\n",
+        super::command_line(&argv)
+    )
+}
+
+/// The openssh crate reports a remote exit status of 127 as an error ("remote command not
+/// found"); for us it is an ordinary status the caller reports.
+fn is_command_not_found(err: &openssh::Error) -> bool {
+    matches!(err, openssh::Error::Remote(io) if io.kind() == std::io::ErrorKind::NotFound)
 }
 
 #[cfg(test)]
@@ -527,9 +598,39 @@ mod tests {
     }
 
     #[test]
-    fn nix_sshopts_point_at_the_master() {
-        let opts = target().nix_sshopts(Path::new("/c/web-1.sock"));
+    fn nix_ssh_args_point_at_the_master() {
+        let opts = target().nix_ssh_args(Path::new("/c/web-1.sock")).join(" ");
         assert!(opts.contains("ControlPath=/c/web-1.sock"));
         assert!(opts.contains("-F /tmp/cfg"));
+    }
+
+    /// The wrapper really runs ssh with each option intact: `ssh -G` prints the configuration
+    /// an invocation would use, without connecting.
+    #[test]
+    fn options_with_spaces_reach_nix_ssh_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = dir.path().join("my configs");
+        std::fs::create_dir(&cfg_dir).unwrap();
+        let cfg = cfg_dir.join("ssh config");
+        std::fs::write(&cfg, "Host web-1\n  HostName 10.9.9.9\n").unwrap();
+        let mut t = target();
+        t.config = Some(cfg);
+        t.options = vec!["-o".into(), "ServerAliveInterval 7".into()];
+        let env = nix_ssh_env(dir.path(), "web-1", &t.nix_ssh_args(Path::new("/c/s"))).unwrap();
+        assert_eq!(env[1], ("NIX_SSHOPTS".to_string(), String::new()));
+        let out = std::process::Command::new("ssh")
+            .env("PATH", &env[0].1)
+            .args(["-G", "web-1"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("serveraliveinterval 7"), "{text}");
+        assert!(text.contains("hostname 10.9.9.9"), "{text}");
+        assert!(text.contains("controlpath /c/s"), "{text}");
     }
 }

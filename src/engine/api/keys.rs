@@ -14,7 +14,8 @@ pub mod api {
     /// Uploads one secret to the hosts. The spec: `name` (a file name), exactly one of `text`,
     /// `file` (a local path) or `command` (an argv whose stdout is the secret), `dest_dir`
     /// (absolute, default `/run/keys`), `user`, `group` (default `root`), `permissions` (octal
-    /// string, default `"0600"`). The content travels only over the ssh channel's stdin; the file
+    /// string, default `"0600"`), `insecure_dest_dir` (default `false`: a `dest_dir` that anyone
+    /// but root can change is refused). The content travels only over the ssh channel's stdin; the file
     /// is created with its final mode and owner before any content and renamed into place. An
     /// owner that does not exist yet is set after the next activation. Every spec error is raised
     /// before any host is touched.

@@ -12,8 +12,10 @@ pub mod api {
     use crate::transport::command_line;
 
     /// Runs a shell command line on every host; output streams live, each line prefixed with
-    /// the host's name, and is collected per host: `status`, `stdout`, `stderr`. A non-zero exit
-    /// marks that host's entry failed.
+    /// the host's name, and is collected per host: `status`, `stdout`, `stderr`, `truncated`.
+    /// Output is read as bytes (invalid UTF-8 is replaced, never dropped) and at most 1 MiB of
+    /// each stream is kept (its head and tail, with a marker line where bytes were dropped;
+    /// `truncated` is then true). A non-zero exit marks that host's entry failed.
     ///
     /// ```rhai
     /// let out = exec(hosts("@web"), "uname -r");
@@ -30,7 +32,8 @@ pub mod api {
 
     /// `exec` with options: `read_only: true` (the command changes nothing, so it also runs in a
     /// dry run), `timeout` in seconds, `stdin` text, `quiet: true` (collect output without
-    /// streaming it). An array command is quoted word by word.
+    /// streaming it), `max_output` (bytes kept per stream and host, default 1048576). An array
+    /// command is quoted word by word.
     ///
     /// ```rhai
     /// exec(hosts(), ["systemctl", "is-active", "nginx"], #{ read_only: true, timeout: 10 });
@@ -68,6 +71,22 @@ pub mod api {
             timeout: opts.seconds("timeout")?,
             stdin: opts.string("stdin")?.map(String::into_bytes),
             quiet: opts.bool("quiet")?.unwrap_or(false),
+            max_output: match opts.raw("max_output") {
+                None => None,
+                Some(v) if v.is_int() && v.as_int().unwrap_or(0) >= 64 => {
+                    Some(v.as_int().unwrap_or(0) as usize)
+                }
+                Some(v) => {
+                    return fail(format!(
+                    "exec: option `max_output` must be a number of bytes of at least 64, found {}",
+                    if v.is_int() {
+                        v.to_string()
+                    } else {
+                        v.type_name().to_string()
+                    }
+                ))
+                }
+            },
         };
         opts.finish()?;
         let hosts: Vec<_> = targets(&api.ctx, &hosts)?
