@@ -74,6 +74,109 @@ par_loop() { hostnames | tr ' ' '\n' | xargs -P 32 -I{} bash -c 'loop_one "$0"' 
 export root
 export -f loop_one seq_loop par_loop hostnames
 
+# --- scale mode: large fleets and evaluation-heavy configurations (docs/performance.md,
+# "Large fleets"). bash scripts/bench.sh scale [HOST_COUNTS="32 64 128 256"] [KIB=1024]
+# Rows go to stdout as they finish (and to $SCALE_OUT if set), so a run cut short keeps them.
+# nixdeploy's own peak RSS (VmHWM of its process) is apart from the Nix processes it starts.
+scale_timed() { # scale_timed CMD...: "wall own_rss_mib children_rss_mib rc"
+    sync
+    python3 - "$@" <<'PY'
+import os, resource, subprocess, sys, time
+t = time.time()
+log = open(os.environ.get("SCALE_LOG", "/dev/null"), "w")
+p = subprocess.Popen(sys.argv[1:], stdout=log, stderr=subprocess.STDOUT)
+hwm = 0
+while p.poll() is None:
+    try:
+        for line in open(f"/proc/{p.pid}/status"):
+            if line.startswith("VmHWM:"):
+                hwm = max(hwm, int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.02)
+wall = time.time() - t
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(f"{wall:.2f} {hwm / 1024:.0f} {kids:.0f} {p.returncode}")
+PY
+}
+scale_nd() { # scale_nd [ARGS...]: apply with the scale settings
+    scale_timed "$bin" run runbooks/apply.rhai --flake "path:$root/sb/flake" --parallel 32 "$@"
+}
+scale_work() { # scale_work N: every host's evaluation costs N list elements (0: cheap)
+    python3 - "$root/sb/flake/fleet.json" "$1" <<'PY'
+import json, sys
+p, n = sys.argv[1], int(sys.argv[2])
+f = json.load(open(p))
+f["evalWork"] = n
+json.dump(f, open(p, "w"), indent=2)
+PY
+}
+scale_prebuild() { # builds the toplevels (untimed; of $SCALE_ON, or all) with a throwaway cache
+    NIXDEPLOY_STATE_DIR="$root/prebuild-state" "$bin" build --flake "path:$root/sb/flake" \
+        --parallel 32 --no-persist ${SCALE_ON:+--on "$SCALE_ON"} >/dev/null 2>&1
+    sync
+}
+scale_fresh() { # scale_fresh N KIB WORK REV: new sandbox, evaluation cost WORK, systems built
+    "$bin" disconnect >/dev/null 2>&1 || true
+    "$bin" sandbox down --dir "$root/sb" >/dev/null 2>&1 || true
+    rm -rf "$NIXDEPLOY_STATE_DIR"
+    "$bin" sandbox up --hosts "$1" --size-kib "$2" --dir "$root/sb" >/dev/null
+    scale_work "$3"
+    scale_rev "$4"
+}
+scale_rev() { # every host gets revision $1, built untimed
+    python3 - "$root/sb/flake/fleet.json" "$1" <<'PY'
+import json, sys
+p, rev = sys.argv[1], int(sys.argv[2])
+f = json.load(open(p))
+for h in f["hosts"].values():
+    h["rev"] = rev
+json.dump(f, open(p, "w"), indent=2)
+PY
+    scale_prebuild
+}
+scale_row() { echo "$*" | tee -a "${SCALE_OUT:-/dev/null}"; }
+scale_check() { # scale_check RC WHAT: a failed run is reported with its failed hosts
+    [ "$1" = 0 ] && return 0
+    { echo "  ^ $2: exit code $1; failed hosts:"
+      grep -E '^[^ ]+ +(failed|rolled back) ' "$root/run.log" | head -5 | sed 's/^/    /'
+    } | tee -a "${SCALE_OUT:-/dev/null}"
+}
+scale_size() { # scale_size N KIB WORK LABEL: every scenario of one fleet size and fixture
+    local n=$1 kib=$2 work=$3 label=$4 r1=$RANDOM$RANDOM r2=$RANDOM$RANDOM
+    local w o k rc first change cold warm par_first par_change par_noop floor
+    scale_fresh "$n" "$kib" "$work" "$r1"
+    read -r w o k rc < <(scale_nd --no-persist); first="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, first"
+    "$bin" disconnect >/dev/null 2>&1 || true
+    read -r w o k rc < <(scale_nd --no-persist); cold="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, cold"
+    read -r w _ _ rc < <(scale_nd); scale_check "$rc" "$n hosts, ${label:-heavy}, warm-up"         # leaves masters warm
+    read -r w o k rc < <(scale_nd); warm="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, warm"
+    "$bin" disconnect >/dev/null 2>&1 || true
+    scale_rev "$r2"
+    read -r w o k rc < <(scale_nd --no-persist); change="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, change"
+    read -r floor _ _ _ < <(floor_noop)
+
+    scale_row "| $n | $label | first deploy | ${first//|/ | } | | |"
+    scale_row "| $n | $label | change (every host) | ${change//|/ | } | | |"
+    scale_row "| $n | $label | no-op, cold connections | ${cold//|/ | } | | $floor |"
+    scale_row "| $n | $label | no-op, warm connections | ${warm//|/ | } | | |"
+    # The parallel loop on the evaluation-heavy fixture is slow: only up to SCALE_HEAVY_LOOP hosts.
+    [ "$work" = 0 ] || [ "$n" -le "${SCALE_HEAVY_LOOP:-256}" ] || return 0
+
+    scale_fresh "$n" "$kib" "$work" "$r1"
+    read -r par_first _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc" "$n hosts, ${label:-heavy}, parallel loop first"
+    read -r par_noop _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc" "$n hosts, ${label:-heavy}, parallel loop no-op"
+    scale_rev "$r2"
+    read -r par_change _ _ rc < <(scale_timed bash -c par_loop); scale_check "$rc" "$n hosts, ${label:-heavy}, parallel loop change"
+    scale_row "| $n | $label | parallel loop: first, change, no-op | | | | $par_first, $par_change, $par_noop | |"
+}
+scale_on_one() { # scale_on_one N WORK: `--on h1` on an N-host evaluation-heavy flake
+    local n=$1 work=$2
+    SCALE_ON=h1 scale_fresh "$n" 64 "$work" "$RANDOM$RANDOM"
+    read -r w o k rc < <(scale_nd --no-persist --on h1); scale_check "$rc" "$n hosts, ${label:-heavy}, --on h1"
+    scale_row "| $n | heavy | --on h1 (first deploy of h1) | $w | $o | $k | | |"
+}
+
 nd() { timed "$bin" run runbooks/apply.rhai --flake "path:$root/sb/flake" --parallel 32; }
 
 floor_noop() {
@@ -83,6 +186,23 @@ floor_noop() {
       'let f = builtins.getFlake \"path:$root/sb/flake\"; in builtins.mapAttrs (n: c: c.config.system.build.toplevel.drvPath) f.nixosConfigurations' >/dev/null \
       && for h in $hs; do ssh -F $root/sb/ssh_config \$h true & done; wait"
 }
+
+# scale mode runs here, once everything it uses (floor_noop) is defined.
+if [ "${1:-}" = scale ]; then
+    counts=${2:-"32 64 128 256"}
+    kib=${3:-1024}
+    heavy=${SCALE_WORK:-900000}
+    export NIXDEPLOY_STATE_DIR="$root/state" SCALE_LOG="$root/run.log"
+    scale_row "| hosts | fixture | scenario | nixdeploy (s) | nixdeploy RSS (MiB) | Nix peak RSS (MiB) | parallel loop (s) | floor (s) |"
+    scale_row "|---:|---|---|---:|---:|---:|---:|---:|"
+    for n in $counts; do
+        scale_size "$n" "$kib" 0 "cheap, $((kib / 1024)) MiB"
+        [ "${SCALE_FIXTURES:-both}" = cheap ] || scale_size "$n" "$kib" "$heavy" "heavy, $((kib / 1024)) MiB"
+    done
+    scale_on_one 1 "$heavy"
+    scale_on_one "${counts##* }" "$heavy"
+    exit 0
+fi
 
 floor_copy() {
     local hs

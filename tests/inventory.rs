@@ -43,6 +43,31 @@ impl Flake {
             .clone()
     }
 
+    /// `name drv out` of every host `args` (`--on ...`) selects, from a runbook that prints
+    /// them: the toplevel pass of a run, which evaluates the selected hosts and no others.
+    fn evaluated(&self, args: &[&str]) -> Vec<Vec<String>> {
+        let out = self.run(args);
+        assert_success(&out);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+            .filter(|w| w.len() == 3 && w[1].ends_with(".drv"))
+            .collect()
+    }
+
+    /// `nixdeploy run` of a runbook that prints each selected host's name, drv and out path.
+    fn run(&self, args: &[&str]) -> Output {
+        let book = self.path().join("print.rhai");
+        std::fs::write(
+            &book,
+            "for h in hosts() { print(`${h.name} ${h.drv} ${h.toplevel}`); }\n",
+        )
+        .unwrap();
+        let flake = self.path().to_str().unwrap();
+        let run = [&["run", book.to_str().unwrap(), "--flake", flake], args].concat();
+        nixdeploy(&run, None)
+    }
+
     /// The command must fail with `code` and a message that contains every one of `needles`.
     fn fails(&self, args: &[&str], code: i32, needles: &[&str]) {
         assert_failure(&self.hosts(args), code, needles);
@@ -107,8 +132,8 @@ fn hosts_json_lists_tag_minus_excluded_name() {
     assert_eq!(web1["tags"], serde_json::json!(["web", "canary"]));
     assert_eq!(web1["system"], "x86_64-linux");
     assert_eq!(web1["build_on"], "local");
-    assert!(web1["drv_path"].as_str().unwrap().ends_with("-web-1.drv"));
-    assert!(web1["out_path"].as_str().unwrap().ends_with("-web-1"));
+    assert_eq!(web1["drv_path"], Value::Null, "hosts evaluates no toplevel");
+    assert_eq!(web1["out_path"], Value::Null);
     assert_eq!(rows[1]["build_on"], "arm");
 }
 
@@ -151,11 +176,34 @@ fn evaluation_does_not_build_toplevels() {
     let flake = Flake::new(
         r#"{ nixdeploy.hosts.lazy-1.toplevel = d "nixdeploy-never-built-${toString builtins.currentTime}"; }"#,
     );
-    let rows = flake.hosts_json(&[]);
-    let out_path = rows[0]["out_path"].as_str().unwrap();
-    let drv_path = rows[0]["drv_path"].as_str().unwrap();
+    let rows = flake.evaluated(&[]);
+    let (drv_path, out_path) = (&rows[0][1], &rows[0][2]);
     assert!(Path::new(drv_path).exists(), "the .drv is instantiated");
     assert!(!Path::new(out_path).exists(), "{out_path} was built");
+}
+
+/// A fleet whose `broken` host throws as soon as its toplevel is evaluated.
+const TRAP: &str = r#"{
+  nixdeploy.hosts = {
+    good = { tags = [ "ok" ]; toplevel = d "good"; };
+    broken = { tags = [ "trap" ]; toplevel = throw "broken was evaluated"; };
+  };
+}"#;
+
+#[test]
+fn hosts_reads_every_host_without_evaluating_a_toplevel() {
+    let rows = Flake::new(TRAP).hosts_json(&[]);
+    assert_eq!(names(&rows), ["broken", "good"]);
+    assert_eq!(rows[0]["tags"], serde_json::json!(["trap"]));
+    assert!(rows.iter().all(|r| r["drv_path"].is_null()));
+}
+
+#[test]
+fn a_run_evaluates_only_the_hosts_it_selects() {
+    let rows = Flake::new(TRAP).evaluated(&["--on", "@ok"]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], "good");
+    assert!(rows[0][1].ends_with("-good.drv"));
 }
 
 #[test]
@@ -177,7 +225,7 @@ fn deploy_rs_flake_is_read() {
     assert_eq!(rows[0]["target_host"], "alpha.example.com");
     assert_eq!(rows[0]["target_user"], "admin");
     assert_eq!(rows[1]["target_user"], "root");
-    assert!(rows[1]["drv_path"].as_str().unwrap().ends_with("-beta.drv"));
+    assert!(flake.evaluated(&["--on", "beta"])[0][1].ends_with("-beta.drv"));
 }
 
 #[test]
@@ -193,7 +241,7 @@ fn nixos_configurations_only_flake_is_read() {
     assert_eq!(rows[1]["target_host"], "mail");
     assert_eq!(rows[1]["target_user"], Value::Null);
     assert_eq!(rows[1]["tags"], serde_json::json!([]));
-    assert!(rows[1]["drv_path"].as_str().unwrap().ends_with("-mail.drv"));
+    assert!(flake.evaluated(&["--on", "mail"])[0][1].ends_with("-mail.drv"));
 }
 
 #[test]
@@ -207,10 +255,7 @@ fn nixdeploy_host_without_toplevel_uses_its_nixos_configuration() {
     );
     let rows = flake.hosts_json(&["--on", "@mx"]);
     assert_eq!(names(&rows), ["mail"]);
-    assert!(rows[0]["drv_path"]
-        .as_str()
-        .unwrap()
-        .ends_with("-mail-system.drv"));
+    assert!(flake.evaluated(&["--on", "@mx"])[0][1].ends_with("-mail-system.drv"));
 }
 
 #[test]
@@ -379,16 +424,29 @@ fn nix_evaluation_error_shows_nix_message_and_the_host() {
         "(at {}/flake.nix:",
         flake.path().canonicalize().unwrap().display()
     );
-    flake.fails(
-        &[],
-        4,
-        &[
-            "failed to evaluate the inventory",
-            "host web-1, field toplevel",
-            "web-1 is not ready",
-            &position,
-        ],
-    );
+    // The host fails (exit 1), with Nix's message, where and in which field.
+    let out = flake.run(&[]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for needle in [
+        "failed to evaluate",
+        "host web-1, field toplevel",
+        "web-1 is not ready",
+        &position,
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in: {text}");
+    }
+    // An error in the metadata every host needs stops the run before any host.
+    Flake::new(r#"{ nixdeploy.hosts.web-1 = { toplevel = d "w"; tags = throw "no tags"; }; }"#)
+        .fails(
+            &[],
+            4,
+            &[
+                "failed to evaluate the inventory",
+                "host web-1, field tags",
+                "no tags",
+            ],
+        );
 }
 
 #[test]
@@ -473,8 +531,9 @@ fn host_names_differing_only_in_case_are_rejected() {
 
 #[test]
 fn toplevel_that_is_not_a_derivation_is_rejected() {
-    Flake::new(r#"{ nixdeploy.hosts.web-1.toplevel = x: x; }"#).fails(
-        &[],
+    let out = Flake::new(r#"{ nixdeploy.hosts.web-1.toplevel = x: x; }"#).run(&[]);
+    assert_failure(
+        &out,
         4,
         &[
             "host web-1: field toplevel must be a derivation",

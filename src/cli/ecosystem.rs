@@ -19,6 +19,8 @@ pub struct ThinRunArgs {
     lib: LibArgs,
     #[command(flatten)]
     connect: super::ConnectArgs,
+    #[command(flatten)]
+    eval: super::EvalArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -166,6 +168,7 @@ fn thin(name: &str, a: ThinRunArgs, set: Vec<String>, strict: bool) -> anyhow::R
         fail_on_step_failure: strict,
         usage: run_help(),
         persist: a.connect.persist(),
+        eval: a.eval.settings(),
     })
 }
 

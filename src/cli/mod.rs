@@ -48,6 +48,32 @@ impl ConnectArgs {
     }
 }
 
+/// How the selected hosts' toplevels are evaluated.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Evaluator processes at once (default: from the cores and the memory available).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub eval_jobs: Option<u32>,
+    /// Memory, in MiB, that evaluation may use in all; each evaluator is allowed 1024 MiB
+    /// (default: half of MemAvailable).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub eval_memory: Option<u64>,
+    /// Evaluate every selected host again instead of reusing earlier runs' results.
+    #[arg(long)]
+    pub no_eval_cache: bool,
+}
+
+impl EvalArgs {
+    /// The plain settings for `commands`.
+    pub fn settings(&self) -> commands::run::EvalSettings {
+        commands::run::EvalSettings {
+            jobs: self.eval_jobs.map(|n| n as usize),
+            memory_mib: self.eval_memory,
+            cache: !self.no_eval_cache,
+        }
+    }
+}
+
 /// Where runbook libraries are looked up.
 #[derive(Debug, Clone, Args)]
 pub struct LibArgs {
@@ -111,6 +137,8 @@ struct RunArgs {
     lib: LibArgs,
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    eval: EvalArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -152,6 +180,8 @@ struct ReplArgs {
     lib: LibArgs,
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    eval: EvalArgs,
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
@@ -325,6 +355,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             sign_with: a.sign_with,
             help: a.help,
             persist: a.connect.persist(),
+            eval: a.eval.settings(),
             shipped: false,
             fail_on_step_failure: false,
             usage: ecosystem::run_help(),
@@ -336,6 +367,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             parallel: a.parallel as usize,
             yes: a.yes,
             persist: a.connect.persist(),
+            eval: a.eval.settings(),
         }),
         Command::Disconnect => commands::disconnect::run(),
         Command::Hosts(a) => commands::hosts::run(&a.fleet.flake, a.fleet.on.as_deref(), a.json),

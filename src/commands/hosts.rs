@@ -1,4 +1,5 @@
-//! `nixdeploy hosts`: lists the selected hosts as a table or as JSON.
+//! `nixdeploy hosts`: lists the selected hosts as a table or as JSON, from the metadata pass
+//! alone (no toplevel is evaluated, so drv and out paths are null).
 
 use std::sync::Arc;
 
@@ -32,12 +33,14 @@ struct Row<'a> {
     tags: &'a [String],
     system: &'a str,
     build_on: String,
-    drv_path: &'a str,
-    out_path: &'a str,
+    /// `null` unless the toplevel was evaluated (`hosts` never evaluates one).
+    drv_path: Option<&'a str>,
+    /// `null` unless the toplevel was evaluated.
+    out_path: Option<&'a str>,
     /// Whether the host has a system profile.
     has_system: bool,
-    /// The other profiles, in deploy order.
-    profiles: &'a [crate::fleet::Profile],
+    /// The other profiles, in deploy order (their paths `null` unless evaluated).
+    profiles: Vec<serde_json::Value>,
     /// Deployed without ssh.
     local: bool,
     /// `activate` defaults from the inventory.
@@ -50,6 +53,19 @@ struct Row<'a> {
 
 impl<'a> From<&'a Host> for Row<'a> {
     fn from(host: &'a Host) -> Self {
+        let evaluated = host.evaluation == crate::fleet::Evaluation::Done;
+        let profiles = host
+            .profiles
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                if !evaluated {
+                    v["drv_path"] = serde_json::Value::Null;
+                    v["out_path"] = serde_json::Value::Null;
+                }
+                v
+            })
+            .collect();
         Row {
             name: host.name.as_str(),
             target_host: &host.target_host,
@@ -61,10 +77,10 @@ impl<'a> From<&'a Host> for Row<'a> {
                 BuildOn::Builder(name) => name.clone(),
                 other => build_location(other),
             },
-            drv_path: &host.drv_path,
-            out_path: &host.out_path,
+            drv_path: evaluated.then_some(host.drv_path.as_str()),
+            out_path: evaluated.then_some(host.out_path.as_str()),
             has_system: host.has_system,
-            profiles: &host.profiles,
+            profiles,
             local: host.local,
             activate_defaults: &host.activate_defaults,
             privilege_escalation: &host.escalation.argv,
@@ -159,6 +175,7 @@ mod tests {
             keys: BTreeMap::new(),
             cache: None,
             has_system: true,
+            evaluation: Default::default(),
             profiles: vec![],
             system_position: 0,
             activate_defaults: Default::default(),

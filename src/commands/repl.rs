@@ -8,7 +8,6 @@ use crate::commands::run::make_context;
 use crate::context::RunOptions;
 use crate::engine::Session;
 use crate::exit::Exit;
-use crate::fleet::Inventory;
 use crate::report::{Sink, TerminalSink};
 
 /// Everything `nixdeploy repl` was asked to do.
@@ -21,11 +20,16 @@ pub struct Options {
     pub yes: bool,
     /// `--persist SECS` (`None`: `--no-persist`).
     pub persist: Option<std::time::Duration>,
+    /// `--eval-jobs`, `--eval-memory`, `--no-eval-cache`.
+    pub eval: crate::commands::run::EvalSettings,
 }
 
 /// Starts the REPL.
 pub fn run(opts: Options) -> anyhow::Result<Exit> {
-    let inventory = Arc::new(Inventory::load(&opts.flake)?);
+    // The selected hosts' toplevels are evaluated once, at the start of the session.
+    let (inventory, evaluated) =
+        crate::commands::run::load_selected(&opts.flake, opts.on.as_deref(), &opts.eval)?;
+    let inventory = Arc::new(inventory);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -48,6 +52,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         options,
         "repl",
     )?;
+    crate::commands::run::report_evaluation(&ctx, &evaluated);
     let mut session = Session::new(
         Some(ctx.clone()),
         rhai::Map::new(),

@@ -47,12 +47,82 @@ pub struct Options {
     pub help: bool,
     /// `--persist SECS` (`None`: `--no-persist`).
     pub persist: Option<std::time::Duration>,
+    /// `--eval-jobs`, `--eval-memory`, `--no-eval-cache`.
+    pub eval: EvalSettings,
     /// A step that failed on any host fails the run (exit 1) even when the runbook looked at
     /// its report: `nixdeploy exec`, whose runbook reads every host's status to print it.
     pub fail_on_step_failure: bool,
     /// The command's full help as the command line renders it (printed by `--help`, with the
     /// runbook's parameters after it).
     pub usage: String,
+}
+
+/// How the selected hosts' toplevels are evaluated.
+#[derive(Debug, Clone, Default)]
+pub struct EvalSettings {
+    /// `--eval-jobs`.
+    pub jobs: Option<usize>,
+    /// `--eval-memory`, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Whether the evaluation cache is used (`--no-eval-cache` clears it).
+    pub cache: bool,
+}
+
+impl EvalSettings {
+    /// The options of the toplevel pass.
+    pub fn options(&self) -> crate::fleet::EvalOptions {
+        crate::fleet::EvalOptions {
+            jobs: self.jobs,
+            memory_mib: self.memory_mib,
+            cache: self
+                .cache
+                .then(|| crate::fleet::eval_cache::Cache::in_state_dir(&crate::paths::state_dir())),
+        }
+    }
+}
+
+/// Reads the inventory's metadata, then evaluates the toplevels of the hosts `on` selects and
+/// no others. A host whose evaluation fails stays in the run, marked failed, so every step
+/// refuses it while the others go on.
+pub fn load_selected(
+    flake: &str,
+    on: Option<&str>,
+    eval: &EvalSettings,
+) -> anyhow::Result<(Inventory, crate::fleet::Evaluated)> {
+    let metadata = Inventory::load(flake)?;
+    let selected = metadata.select(on)?;
+    metadata.evaluate(&selected, &eval.options())
+}
+
+/// Reports the toplevel pass: a failed `evaluate` step per host that did not evaluate, and a
+/// note of what it cost.
+pub fn report_evaluation(ctx: &Context, evaluated: &crate::fleet::Evaluated) {
+    for (name, message) in &evaluated.failed {
+        let host = crate::fleet::HostName::new(name);
+        ctx.reporter.emit(Event::Step {
+            host: host.clone(),
+            step: "evaluate".into(),
+            state: crate::report::StepState::Failed,
+            message: Some(message.clone()),
+            duration_ms: Some(evaluated.millis as u64),
+        });
+        ctx.reporter.emit(Event::HostState {
+            host,
+            state: crate::report::FinalState::Failed,
+            path: None,
+        });
+    }
+    let hosts = evaluated.cached + evaluated.evaluated;
+    if hosts > 0 {
+        ctx.reporter.emit(Event::Evaluated {
+            hosts,
+            cached: evaluated.cached,
+            evaluated: evaluated.evaluated,
+            failed: evaluated.failed.len(),
+            evaluators: evaluated.evaluators,
+            duration_ms: evaluated.millis as u64,
+        });
+    }
 }
 
 /// Splits `--set key=value` flags (values are typed later, against the runbook's declarations).
@@ -213,8 +283,12 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         .compile(&source, &text)
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
 
-    let inventory = Arc::new(Inventory::load(&opts.flake)?);
-    guard_apply_all(&inventory, opts.on.as_deref())?;
+    // Only the selected hosts' toplevels are evaluated (the others' metadata is enough).
+    let metadata = Inventory::load(&opts.flake)?;
+    guard_apply_all(&metadata, opts.on.as_deref())?;
+    let (inventory, evaluated) =
+        metadata.evaluate(&metadata.select(opts.on.as_deref())?, &opts.eval.options())?;
+    let inventory = Arc::new(inventory);
     // Every library it imports (flake inputs included) must be found and parse, before any host.
     let resolving = Session::new(
         None,
@@ -273,6 +347,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         hosts: ctx.allowed.iter().map(|h| h.name.clone()).collect(),
         dry_run: opts.dry_run,
     });
+    report_evaluation(&ctx, &evaluated);
     let started = std::time::Instant::now();
     let mut session = Session::new(
         Some(ctx.clone()),

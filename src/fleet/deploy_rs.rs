@@ -235,11 +235,18 @@ fn read_node(
             .pick(|l| l.user.clone())
             .or_else(|| chain.pick(|l| l.ssh_user.clone()))
             .unwrap_or_else(|| "root".to_string());
-        let kind = if toplevel.out_path.contains("home-manager") {
-            ProfileKind::HomeManager
-        } else {
-            ProfileKind::Custom
-        };
+        // The metadata pass leaves the path unevaluated but keeps the derivation's name.
+        let name_hint = attrs
+            .get("path")
+            .and_then(|v| v.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind =
+            if toplevel.out_path.contains("home-manager") || name_hint.contains("home-manager") {
+                ProfileKind::HomeManager
+            } else {
+                ProfileKind::Custom
+            };
         extra.push(Profile {
             name: profile_name.clone(),
             kind,

@@ -1,4 +1,5 @@
-//! Evaluating a flake's inventory: resolving the flake reference and one `nix eval --json`.
+//! Evaluating a flake's inventory: resolving the flake reference, the metadata pass (one
+//! `nix eval --json` that touches no toplevel) and one toplevel-pass `nix eval` of some hosts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,19 @@ const INVENTORY_NIX: &str = include_str!("inventory.nix");
 
 /// The environment variable that hands the flake reference to `inventory.nix`.
 const FLAKE_ENV: &str = "NIXDEPLOY_FLAKE";
+/// The hosts whose toplevels `inventory.nix` evaluates (a JSON list; unset: the metadata pass).
+const HOSTS_ENV: &str = "NIXDEPLOY_HOSTS";
+/// Whether `inventory.nix` turns a throwing host into a `failed` marker.
+const CATCH_ENV: &str = "NIXDEPLOY_CATCH";
+
+/// The version of the inventory expression, for the evaluation cache's keys: a hash of its
+/// text, so any change to what it produces invalidates what it produced before.
+pub fn expression_version() -> String {
+    format!(
+        "{:016x}",
+        super::eval_cache::fnv1a(INVENTORY_NIX.as_bytes())
+    )
+}
 
 /// How many lines of an unrecognised nix error are shown.
 const TAIL_LINES: usize = 15;
@@ -135,12 +149,14 @@ pub fn eval_args() -> Vec<String> {
     .collect()
 }
 
-/// Runs the evaluation and returns its JSON; nix errors become input errors with nix's
+/// Runs the metadata pass and returns its JSON; nix errors become input errors with nix's
 /// own message, trimmed, and the host and field it was evaluating.
 pub fn evaluate(flake: &str, reference: &FlakeRef) -> anyhow::Result<Value> {
     let output = Command::new("nix")
         .args(eval_args())
         .env(FLAKE_ENV, &reference.nix_ref)
+        .env_remove(HOSTS_ENV)
+        .env_remove(CATCH_ENV)
         .output()
         .context("failed to run `nix eval`; is nix installed and on PATH?")?;
     if !output.status.success() {
@@ -160,6 +176,36 @@ pub fn evaluate(flake: &str, reference: &FlakeRef) -> anyhow::Result<Value> {
     }
     serde_json::from_slice(&output.stdout)
         .with_context(|| format!("failed to read the JSON of `nix eval` for flake '{flake}'"))
+}
+
+/// Runs the toplevel pass for `hosts`: their entries with toplevels evaluated, or Nix's
+/// stderr. With several hosts, one that throws comes back as a `failed` marker instead.
+pub fn evaluate_hosts(reference: &FlakeRef, hosts: &[String]) -> Result<Value, String> {
+    let list = serde_json::to_string(hosts).map_err(|e| e.to_string())?;
+    let output = Command::new("nix")
+        .args(eval_args())
+        .env(FLAKE_ENV, &reference.nix_ref)
+        .env(HOSTS_ENV, list)
+        .env(CATCH_ENV, if hosts.len() > 1 { "1" } else { "0" })
+        .output()
+        .map_err(|e| {
+            format!("error: failed to run `nix eval` ({e}); is nix installed and on PATH?")
+        })?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("error: failed to read the JSON of `nix eval`: {e}"))
+}
+
+/// A host's evaluation error as shown in its failed `evaluate` step: Nix's message with the
+/// field it was evaluating and the position, store paths shown as the user's files.
+pub fn host_error(reference: &FlakeRef, stderr: &str) -> String {
+    let mut summary = summarize_nix_error(stderr);
+    if let Some(root) = &reference.source_root {
+        summary = unstore_source(&summary, root);
+    }
+    format!("failed to evaluate{summary}")
 }
 
 /// `(in host web-1, field toplevel): <nix's error> (at <position>)`, from `--show-trace` output.

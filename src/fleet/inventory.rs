@@ -1,9 +1,11 @@
-//! The inventory: which hosts exist and how to reach and build them, read from a flake in one `nix eval`.
+//! The inventory: which hosts exist and how to reach and build them, read from a flake in a
+//! cheap metadata pass, with toplevels evaluated only for the hosts a run selects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::toplevels::{self, EvalOptions, Evaluated};
 use super::{colmena, deploy_rs, eval, schema, suggest, HostName, Selector};
 use crate::exit::Failure;
 
@@ -73,6 +75,9 @@ pub struct Host {
     pub cache: Option<super::BinaryCache>,
     /// Whether the host has a system profile at all (a deploy-rs node may carry only others).
     pub has_system: bool,
+    /// Whether its toplevel and profile paths were evaluated (only selected hosts are).
+    #[serde(skip)]
+    pub evaluation: Evaluation,
     /// The profiles besides the system one, in the order they are deployed.
     pub profiles: Vec<Profile>,
     /// Where the system profile goes in the deploy order: the index in `profiles` it comes
@@ -91,8 +96,39 @@ pub struct Host {
 impl Host {
     /// Whether the system is a prebuilt store path (no derivation: nothing to build).
     pub fn is_prebuilt(&self) -> bool {
-        self.drv_path.is_empty()
+        self.evaluation == Evaluation::Done && self.drv_path.is_empty()
     }
+
+    /// Why no step may work on this host: its toplevel was not evaluated, or failed to.
+    pub fn not_evaluated(&self) -> Option<String> {
+        match &self.evaluation {
+            Evaluation::Done => None,
+            Evaluation::Deferred => Some(format!(
+                "host {} was not evaluated (internal error: it is selected but its toplevel was never evaluated)",
+                self.name
+            )),
+            Evaluation::Failed(message) => Some(message.clone()),
+        }
+    }
+
+    /// Whether any path of this host is a metadata-pass placeholder: a system without an
+    /// output path, or a profile without one (evaluated paths are never empty).
+    fn has_deferred_paths(&self) -> bool {
+        (self.has_system && self.out_path.is_empty())
+            || self.profiles.iter().any(|p| p.out_path.is_empty())
+    }
+}
+
+/// How far a host's toplevel (and profile paths) have been evaluated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Evaluation {
+    /// Evaluated: `drv_path` and `out_path` are real.
+    #[default]
+    Done,
+    /// Only its metadata was read (it is not selected, or not evaluated yet).
+    Deferred,
+    /// Evaluating it failed with this message (Nix's own, with the host and field).
+    Failed(String),
 }
 
 /// What runs when a profile other than the system one is activated.
@@ -174,15 +210,27 @@ pub struct Inventory {
     /// What the inventory's source asked for that nixdeploy does differently (shown at the
     /// start of a run and by `hosts`).
     pub warnings: Vec<String>,
+    /// The metadata pass this inventory was read from, for evaluating toplevels later.
+    metadata: Option<Arc<Metadata>>,
+}
+
+/// The metadata pass of a flake: what `Inventory::evaluate` needs to evaluate toplevels.
+#[derive(Debug)]
+struct Metadata {
+    reference: eval::FlakeRef,
+    /// The JSON the metadata pass produced.
+    value: serde_json::Value,
 }
 
 impl Inventory {
     /// Reads the inventory of `flake` (`.`, `./dir`, `/abs/dir` or any flake reference) with
-    /// one `nix eval`, which instantiates every toplevel but builds nothing.
+    /// the metadata pass: names, targets, tags and settings of every host, no toplevel
+    /// evaluated (see [`Inventory::evaluate`]).
     pub fn load(flake: &str) -> anyhow::Result<Inventory> {
         let reference = eval::resolve(flake)?;
         let value = eval::evaluate(flake, &reference)?;
-        let inv = Inventory::from_eval(flake, reference.local_dir.as_deref(), &value)?;
+        let mut inv = Inventory::from_eval(flake, reference.local_dir.as_deref(), &value)?;
+        inv.metadata = Some(Arc::new(Metadata { reference, value }));
         if let Some(path) = inv.ssh_config.as_deref().filter(|p| !p.exists()) {
             return Err(Failure::input(format!(
                 "nixdeploy: field sshConfig points at {path}, which does not exist; fix the path or remove sshConfig",
@@ -191,6 +239,56 @@ impl Inventory {
             .into());
         }
         Ok(inv)
+    }
+
+    /// This inventory with the toplevels (and profile paths) of `hosts` evaluated: from the
+    /// evaluation cache, or by several evaluator processes at once. A host whose evaluation
+    /// fails is marked [`Evaluation::Failed`] with Nix's message; the others are unaffected.
+    /// Hosts already evaluated are left as they are.
+    pub fn evaluate(
+        &self,
+        hosts: &[Arc<Host>],
+        options: &EvalOptions,
+    ) -> anyhow::Result<(Inventory, Evaluated)> {
+        let wanted: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.evaluation == Evaluation::Deferred)
+            .map(|h| h.name.to_string())
+            .collect();
+        let Some(meta) = self.metadata.clone().filter(|_| !wanted.is_empty()) else {
+            return Ok((self.clone(), Evaluated::default()));
+        };
+        let source = meta.value["source"].as_str().unwrap_or("none").to_string();
+        let result = toplevels::evaluate(
+            &self.flake,
+            &meta.reference,
+            &source,
+            meta.value["narHash"].as_str(),
+            &wanted,
+            options,
+        );
+        let mut value = meta.value.clone();
+        if let Some(entries) = toplevels::host_entries(&source, &mut value["value"]) {
+            for (host, entry) in &result.entries {
+                entries[host.as_str()] = entry.clone();
+            }
+        }
+        let mut inv =
+            Inventory::from_eval(&self.flake, meta.reference.local_dir.as_deref(), &value)?;
+        inv.ssh_config = self.ssh_config.clone();
+        inv.metadata = Some(meta);
+        for (name, message) in &result.failed {
+            if let Some(host) = inv.hosts.get_mut(&HostName::new(name)) {
+                Arc::make_mut(host).evaluation = Evaluation::Failed(message.clone());
+            }
+        }
+        // Hosts evaluated before (or by an earlier call) keep their evaluated entries.
+        for (name, host) in &self.hosts {
+            if host.evaluation != Evaluation::Deferred {
+                inv.hosts.insert(name.clone(), host.clone());
+            }
+        }
+        Ok((inv, result))
     }
 
     /// Builds the inventory from the JSON that `nix eval` produced for `flake`; pure, so
@@ -260,6 +358,7 @@ impl Inventory {
                 .unwrap_or_default(),
             allow_apply_all,
             warnings,
+            metadata: None,
         })
     }
 
@@ -311,6 +410,10 @@ fn index_hosts(hosts: Vec<Host>) -> anyhow::Result<BTreeMap<HostName, Arc<Host>>
                 name = host.name
             ))
             .into());
+        }
+        let mut host = host;
+        if host.has_deferred_paths() {
+            host.evaluation = Evaluation::Deferred;
         }
         index.insert(host.name.clone(), Arc::new(host));
     }

@@ -4,6 +4,7 @@ pub mod cache;
 mod colmena;
 mod deploy_rs;
 pub mod eval;
+pub mod eval_cache;
 pub mod inventory;
 mod name;
 mod profiles;
@@ -12,14 +13,18 @@ pub mod selector;
 mod suggest;
 #[cfg(test)]
 mod testing;
+pub mod toplevels;
 mod value;
 
 pub use cache::BinaryCache;
 pub use colmena::LOCAL_ONLY;
-pub use inventory::{ActivateDefaults, BuildOn, Builder, Host, Inventory, Profile, ProfileKind};
+pub use inventory::{
+    ActivateDefaults, BuildOn, Builder, Evaluation, Host, Inventory, Profile, ProfileKind,
+};
 pub use name::HostName;
 pub use schema::SYSTEM_PROFILE;
 pub use selector::{Selector, SelectorError};
+pub use toplevels::{EvalOptions, Evaluated};
 
 /// `unknown specialisation 'x' of /nix/store/... (did you mean 'y'?); known specialisations: ...`.
 pub fn unknown_specialisation(name: &str, path: &str, known: Vec<&str>) -> String {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::inventory::ActivateDefaults;
+use super::inventory::Evaluation;
 use super::name::{check_name, check_tag};
 use super::value::{as_derivation, describe, problem, Attrs};
 use super::{profiles, suggest, BuildOn, Builder, Host, HostName};
@@ -246,7 +247,8 @@ pub fn read_toplevel(what: &str, value: Option<&Value>, missing: &str) -> anyhow
 }
 
 /// Reads a system-like field named `field` (`toplevel`, a profile's `path`): a derivation, or a
-/// prebuilt store path string.
+/// prebuilt store path string. A `deferred` marker (the metadata pass did not evaluate it)
+/// reads as empty paths.
 pub fn read_system_field(
     what: &str,
     field: &str,
@@ -255,6 +257,11 @@ pub fn read_system_field(
 ) -> anyhow::Result<Toplevel> {
     match value.filter(|v| !v.is_null()) {
         None => Err(problem(what, missing)),
+        Some(v) if is_deferred(v) => Ok(Toplevel {
+            drv_path: String::new(),
+            out_path: String::new(),
+            system: v.get("system").and_then(Value::as_str).map(str::to_string),
+        }),
         Some(Value::String(path)) => prebuilt(what, field, path),
         Some(v) => match as_derivation(v) {
             Some((drv_path, out_path, system)) => Ok(Toplevel {
@@ -271,6 +278,11 @@ pub fn read_system_field(
             )),
         },
     }
+}
+
+/// Whether a value is the metadata pass's marker for a toplevel it did not evaluate.
+pub fn is_deferred(value: &Value) -> bool {
+    value.get("__nixdeploy").and_then(Value::as_str) == Some("deferred")
 }
 
 /// A prebuilt system given as a store path string: nothing to build, `copy` sends or
@@ -325,6 +337,7 @@ pub fn host(name: HostName, fields: HostFields, toplevel: Toplevel, build_on: Bu
         keys: fields.keys,
         cache: fields.cache,
         has_system: true,
+        evaluation: Evaluation::Done,
         profiles: Vec::new(),
         system_position: 0,
         activate_defaults: fields.activate,

@@ -23,6 +23,7 @@ pub fn describe(value: &Value) -> &'static str {
         Value::Object(map) => match map.get("__nixdeploy").and_then(Value::as_str) {
             Some("derivation") => "a derivation",
             Some("function") => "a function",
+            Some("deferred") => "a value not evaluated yet",
             Some("list") => "a list",
             _ => "an attribute set",
         },

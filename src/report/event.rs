@@ -127,6 +127,21 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// The selected hosts' toplevels were evaluated (before the runbook starts).
+    Evaluated {
+        /// Hosts whose toplevels were needed.
+        hosts: usize,
+        /// How many came from the evaluation cache.
+        cached: usize,
+        /// How many Nix evaluated (failures included).
+        evaluated: usize,
+        /// How many failed to evaluate.
+        failed: usize,
+        /// Evaluator processes used.
+        evaluators: usize,
+        /// Wall time of the toplevel pass.
+        duration_ms: u64,
+    },
     /// A message not tied to one step.
     Message {
         /// Severity.

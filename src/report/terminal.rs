@@ -146,6 +146,17 @@ impl Sink for TerminalSink {
                 Level::Error => self.line(&format!("error: {text}")),
             },
             Event::RunFinished { .. } => {}
+            Event::Evaluated {
+                hosts,
+                cached,
+                evaluated,
+                evaluators,
+                duration_ms,
+                ..
+            } => self.line(&format!(
+                "evaluated {hosts} host(s) in {}: {cached} from the evaluation cache, {evaluated} by {evaluators} evaluator(s)",
+                fmt_duration(Duration::from_millis(*duration_ms))
+            )),
         }
     }
 

@@ -46,9 +46,14 @@ pub async fn build(
             .cloned()
             .unwrap_or_else(|| h.build_on.clone())
     };
+    // Hosts whose evaluation failed go through `fan_out`, which fails them with the message.
+    let (unevaluated, evaluated): (Vec<_>, Vec<_>) = hosts
+        .iter()
+        .cloned()
+        .partition(|h| h.not_evaluated().is_some());
     // Only a system derivation can be built on the target; prebuilt systems, hosts without
     // one, other profiles and local hosts (the target is this machine) are realised here.
-    let (on_target, here): (Vec<_>, Vec<_>) = hosts.iter().cloned().partition(|h| {
+    let (mut on_target, here): (Vec<_>, Vec<_>) = evaluated.into_iter().partition(|h| {
         place(h) == BuildOn::Target
             && !h.local
             && h.has_system
@@ -80,6 +85,7 @@ pub async fn build(
             results.insert(h.name.to_string(), r);
         }
     }
+    on_target.extend(unevaluated);
     let c = ctx.clone();
     for (h, r) in fan_out(ctx, &on_target, "build", move |host| {
         let ctx = c.clone();

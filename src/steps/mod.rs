@@ -174,13 +174,17 @@ pub async fn run_one<T>(
         message: None,
         duration_ms: None,
     });
-    let result = tokio::select! {
-        r = fut => r.map_err(|e| format!("{e:#}")),
-        // Steps that clean up after themselves on abort (exec stops its remote command) get a
-        // moment to do so before they are dropped.
-        _ = async { aborted(&ctx.interrupt).await; tokio::time::sleep(Duration::from_secs(3)).await } => {
-            Err("aborted by a second interrupt".to_string())
-        }
+    // A host whose toplevel failed to evaluate has failed: no step works on it.
+    let result = match host.not_evaluated() {
+        Some(why) => Err(why),
+        None => tokio::select! {
+            r = fut => r.map_err(|e| format!("{e:#}")),
+            // Steps that clean up after themselves on abort (exec stops its remote command) get a
+            // moment to do so before they are dropped.
+            _ = async { aborted(&ctx.interrupt).await; tokio::time::sleep(Duration::from_secs(3)).await } => {
+                Err("aborted by a second interrupt".to_string())
+            }
+        },
     };
     let (state, message) = match &result {
         Ok(o) => (o.state, o.message.clone()),

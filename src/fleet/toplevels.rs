@@ -1,0 +1,288 @@
+//! The toplevel pass: evaluating the selected hosts' toplevels (and profile paths), from the
+//! evaluation cache or with several `nix eval` processes at once, one host's error failing only
+//! that host.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::eval::{self, FlakeRef};
+use super::eval_cache::{Cache, Key};
+
+/// The memory one evaluator process is assumed to need (a NixOS configuration takes hundreds
+/// of MiB); `--eval-memory` divided by this bounds the number of evaluators.
+pub const MIB_PER_EVALUATOR: u64 = 1024;
+
+/// The most hosts one evaluator process is given at a time: small enough that results come
+/// back steadily and a failed batch costs little, large enough to share the flake's startup.
+const MAX_BATCH: usize = 16;
+
+/// How the toplevel pass runs.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Evaluator processes at once (`--eval-jobs`); `None` sizes it from cores and memory.
+    pub jobs: Option<usize>,
+    /// Memory, in MiB, that evaluation may use in all (`--eval-memory`); `None`: half of
+    /// what the machine has available.
+    pub memory_mib: Option<u64>,
+    /// Use the evaluation cache (`--no-eval-cache` turns it off).
+    pub cache: Option<Cache>,
+}
+
+impl EvalOptions {
+    /// The number of evaluator processes for `hosts` hosts to evaluate.
+    pub fn evaluators(&self, hosts: usize) -> usize {
+        let jobs = self.jobs.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let memory = self
+                .memory_mib
+                .or_else(|| mem_available_mib().map(|m| m / 2))
+                .unwrap_or(MIB_PER_EVALUATOR);
+            cores.min((memory / MIB_PER_EVALUATOR) as usize).max(1)
+        });
+        jobs.clamp(1, hosts.max(1))
+    }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in MiB.
+fn mem_available_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// What the toplevel pass produced.
+#[derive(Debug, Default)]
+pub struct Evaluated {
+    /// Each evaluated host's inventory entry, as the metadata pass's entry would be with its
+    /// toplevel and profile paths filled in.
+    pub entries: BTreeMap<String, Value>,
+    /// Hosts whose evaluation failed, with the message.
+    pub failed: BTreeMap<String, String>,
+    /// How many entries came from the cache.
+    pub cached: usize,
+    /// How many hosts Nix evaluated.
+    pub evaluated: usize,
+    /// Evaluator processes used.
+    pub evaluators: usize,
+    /// Wall time of the pass, in milliseconds.
+    pub millis: u128,
+}
+
+/// Where the metadata pass's JSON keeps each host's entry, by the output it read.
+pub fn host_entries<'a>(source: &str, value: &'a mut Value) -> Option<&'a mut Value> {
+    match source {
+        "nixdeploy" => value.get_mut("hosts"),
+        "deploy" | "colmenaHive" => value.get_mut("nodes"),
+        "nixosConfigurations" => Some(value),
+        _ => None,
+    }
+}
+
+/// Evaluates the toplevels of `hosts`, read from `source` of the flake at `reference`.
+pub fn evaluate(
+    flake: &str,
+    reference: &FlakeRef,
+    source: &str,
+    nar_hash: Option<&str>,
+    hosts: &[String],
+    options: &EvalOptions,
+) -> Evaluated {
+    let start = Instant::now();
+    let mut out = Evaluated::default();
+    let key = |host: &str| {
+        nar_hash.map(|nar_hash| Key {
+            flake: reference.nix_ref.clone(),
+            nar_hash: nar_hash.to_string(),
+            host: host.to_string(),
+            expression: eval::expression_version(),
+        })
+    };
+    let mut missing = Vec::new();
+    for host in hosts {
+        let hit = options
+            .cache
+            .as_ref()
+            .zip(key(host))
+            .and_then(|(cache, key)| cache.get(&key))
+            .filter(derivations_present);
+        match hit {
+            Some(entry) => {
+                out.entries.insert(host.clone(), entry);
+                out.cached += 1;
+            }
+            None => missing.push(host.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        let jobs = options.evaluators(missing.len());
+        out.evaluators = jobs;
+        out.evaluated = missing.len();
+        let batch = missing.len().div_ceil(jobs).clamp(1, MAX_BATCH);
+        let queue: VecDeque<Vec<String>> = missing.chunks(batch).map(<[_]>::to_vec).collect();
+        let work = Work {
+            flake,
+            reference,
+            source,
+            queue: Mutex::new(queue),
+            results: Mutex::new((BTreeMap::new(), BTreeMap::new())),
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| work.run());
+            }
+        });
+        let (entries, failed) = work.results.into_inner().unwrap_or_default();
+        if let Some(cache) = &options.cache {
+            for (host, entry) in &entries {
+                if let Some(key) = key(host) {
+                    cache.put(&key, entry);
+                }
+            }
+            cache.trim();
+        }
+        out.entries.extend(entries);
+        out.failed = failed;
+    }
+    out.millis = start.elapsed().as_millis();
+    out
+}
+
+/// Whether every `.drv` a cached entry names is still in the store: a garbage collection may
+/// have removed it since, and then the entry cannot be built from and is evaluated again.
+fn derivations_present(entry: &Value) -> bool {
+    match entry {
+        Value::Object(map)
+            if map.get("__nixdeploy").and_then(Value::as_str) == Some("derivation") =>
+        {
+            map.get("drv")
+                .and_then(Value::as_str)
+                .is_some_and(|drv| std::path::Path::new(drv).exists())
+        }
+        Value::Object(map) => map.values().all(derivations_present),
+        Value::Array(items) => items.iter().all(derivations_present),
+        _ => true,
+    }
+}
+
+type Results = (BTreeMap<String, Value>, BTreeMap<String, String>);
+
+/// The batches still to evaluate, shared by the evaluator threads.
+struct Work<'a> {
+    flake: &'a str,
+    reference: &'a FlakeRef,
+    source: &'a str,
+    queue: Mutex<VecDeque<Vec<String>>>,
+    results: Mutex<Results>,
+}
+
+impl Work<'_> {
+    /// Takes batches until none are left. A batch that fails is split into single hosts, so
+    /// a broken host costs the others one more evaluation, not their deploy.
+    fn run(&self) {
+        loop {
+            let Some(batch) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                return;
+            };
+            match eval::evaluate_hosts(self.reference, &batch) {
+                Ok(value) => self.take(&batch, value),
+                Err(_) if batch.len() > 1 => {
+                    if let Ok(mut q) = self.queue.lock() {
+                        q.extend(batch.into_iter().map(|h| vec![h]));
+                    }
+                }
+                Err(stderr) => self.fail(&batch[0], &stderr),
+            }
+        }
+    }
+
+    /// Files each host's entry of a successful evaluation; hosts the expression caught
+    /// failing are evaluated again alone, for Nix's message.
+    fn take(&self, batch: &[String], mut value: Value) {
+        let mut body = value["value"].take();
+        let entries = host_entries(self.source, &mut body);
+        for host in batch {
+            let entry = entries.as_ref().and_then(|e| e.get(host)).cloned();
+            match entry {
+                Some(entry) if entry["__nixdeploy"] == "failed" && batch.len() > 1 => {
+                    if let Ok(mut q) = self.queue.lock() {
+                        q.push_back(vec![host.clone()]);
+                    }
+                }
+                Some(entry) if entry["__nixdeploy"] == "failed" => {
+                    self.fail(host, "error: the toplevel threw an error")
+                }
+                Some(entry) => {
+                    if let Ok(mut r) = self.results.lock() {
+                        r.0.insert(host.clone(), entry);
+                    }
+                }
+                None => self.fail(
+                    host,
+                    &format!(
+                        "error: host {host} is missing from the toplevel pass of flake '{}'",
+                        self.flake
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn fail(&self, host: &str, stderr: &str) {
+        let message = eval::host_error(self.reference, stderr);
+        if let Ok(mut r) = self.results.lock() {
+            r.1.insert(host.to_string(), message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluators_never_outnumber_hosts_and_follow_memory() {
+        let options = EvalOptions {
+            jobs: None,
+            memory_mib: Some(2 * MIB_PER_EVALUATOR),
+            cache: None,
+        };
+        assert!(options.evaluators(100) <= 2);
+        assert_eq!(options.evaluators(1), 1);
+        let tiny = EvalOptions {
+            memory_mib: Some(10),
+            ..options.clone()
+        };
+        assert_eq!(tiny.evaluators(100), 1, "at least one evaluator");
+        let forced = EvalOptions {
+            jobs: Some(6),
+            ..options
+        };
+        assert_eq!(forced.evaluators(100), 6);
+        assert_eq!(forced.evaluators(3), 3);
+    }
+
+    #[test]
+    fn a_cached_entry_whose_derivation_was_collected_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let drv = dir.path().join("x.drv");
+        let entry = |drv: &std::path::Path| serde_json::json!({ "tags": [], "toplevel": { "__nixdeploy": "derivation", "drv": drv, "out": "/nix/store/x" } });
+        assert!(!derivations_present(&entry(&drv)));
+        std::fs::write(&drv, "").unwrap();
+        assert!(derivations_present(&entry(&drv)));
+    }
+
+    #[test]
+    fn host_entries_are_found_for_every_source() {
+        let mut v = serde_json::json!({ "hosts": { "a": 1 } });
+        assert_eq!(host_entries("nixdeploy", &mut v).unwrap()["a"], 1);
+        let mut v = serde_json::json!({ "nodes": { "a": 1 } });
+        assert_eq!(host_entries("deploy", &mut v).unwrap()["a"], 1);
+        assert_eq!(host_entries("colmenaHive", &mut v).unwrap()["a"], 1);
+        let mut v = serde_json::json!({ "a": 1 });
+        assert_eq!(host_entries("nixosConfigurations", &mut v).unwrap()["a"], 1);
+    }
+}
