@@ -92,6 +92,11 @@ impl Case {
         self.flake_text = Some(text.into());
         self
     }
+    /// A different exit code than the area's.
+    fn exit(mut self, code: i32) -> Case {
+        self.code = code;
+        self
+    }
     /// One more fragment that must appear.
     fn also(mut self, fragment: &str) -> Case {
         self.fragments.push(fragment.into());
@@ -756,14 +761,17 @@ fn catalogue() -> Vec<Case> {
             "(in host web-1, field toplevel)",
             "web-1 is not ready",
         )
-        .also("/flake/flake.nix:5:"),
+        .also("/flake/flake.nix:5:")
+        // An evaluation error fails that host alone (the others would go on): exit 1.
+        .exit(1),
         inv(
             "toplevel throws non-ASCII text",
             r#"{ nixdeploy.hosts.web-1.toplevel = throw "Schlüssel «ß» fehlt — ünïcode"; }"#,
             "(in host web-1, field toplevel)",
             "Schlüssel «ß» fehlt — ünïcode",
         )
-        .also("/flake/flake.nix:5:"),
+        .also("/flake/flake.nix:5:")
+        .exit(1),
         inv(
             "targetHost in defaults",
             r#"{ nixdeploy = { defaults.targetHost = "x"; hosts.web-1.toplevel = d "w"; }; }"#,
