@@ -65,8 +65,17 @@ pub async fn run_fresh(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> anyhow::Result<Output> {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = shell(command);
+    output_within(shell(command), stdin, timeout, "a local command").await
+}
+
+/// Runs `cmd` to the end, feeding it `stdin`, within `timeout` (`what` names it in the error);
+/// a command that exits without reading its input is not an error.
+pub(super) async fn output_within(
+    mut cmd: tokio::process::Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<Output> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -78,20 +87,14 @@ pub async fn run_fresh(
     let run = async {
         let mut child = cmd.spawn()?;
         if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A command that exits without reading its input is not an error.
             let _ = pipe.write_all(data).await;
         }
         child.wait_with_output().await
     };
     let out = tokio::time::timeout(timeout, run)
         .await
-        .map_err(|_| {
-            anyhow!(
-                "no answer from a local command within {}s",
-                timeout.as_secs()
-            )
-        })?
-        .context("failed to start sh for a local host")?;
+        .map_err(|_| anyhow!("no answer from {what} within {}s", timeout.as_secs()))?
+        .map_err(|err| anyhow!("failed to run the command for {what}: {err}"))?;
     Ok(Output {
         status: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -184,39 +184,8 @@ impl Target {
         let secs = timeout.as_secs().clamp(1, 30) as u32;
         let argv = self.fresh_argv(remote, secs, &Tuning::of(self).await);
         let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let run = async {
-            let mut child = cmd.spawn()?;
-            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                // A command that exits without reading its input is not an error.
-                let _ = pipe.write_all(data).await;
-            }
-            child.wait_with_output().await
-        };
-        let out = tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "no answer from {} within {}s",
-                    self.display(),
-                    timeout.as_secs()
-                )
-            })?
-            .context("failed to start ssh")?;
-        Ok(Output {
-            status: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            truncated: false,
-        })
+        cmd.args(&argv[1..]);
+        super::local::output_within(cmd, stdin, timeout, &self.display()).await
     }
 }
 
