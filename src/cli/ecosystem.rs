@@ -6,43 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, ValueEnum};
 
-use super::{Cli, FleetArgs, LibArgs};
+use super::{Cli, RunFlags};
 use crate::commands;
 use crate::exit::Exit;
-
-/// The run flags the thin subcommands share with `nixdeploy run`.
-#[derive(Debug, Clone, Args)]
-pub struct ThinRunArgs {
-    #[command(flatten)]
-    fleet: FleetArgs,
-    #[command(flatten)]
-    lib: LibArgs,
-    #[command(flatten)]
-    connect: super::ConnectArgs,
-    #[command(flatten)]
-    eval: super::EvalArgs,
-    /// How many hosts are worked on at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    parallel: u32,
-    /// Print newline-delimited JSON events instead of the terminal view.
-    #[arg(long)]
-    json: bool,
-    /// Run read-only steps for real; mutating steps only report what they would do.
-    #[arg(long)]
-    dry_run: bool,
-    /// Answer yes to every `wait_for_confirm` gate.
-    #[arg(long)]
-    yes: bool,
-    /// Break deploy locks held by other runs (loudly).
-    #[arg(long)]
-    force_unlock: bool,
-    /// Ask once, on the terminal, for the sudo password of the hosts' logins (see `run`).
-    #[arg(long)]
-    ask_sudo_password: bool,
-    /// Sign what is copied with this secret key file (see `run`).
-    #[arg(long, value_name = "FILE")]
-    sign_with: Option<PathBuf>,
-}
 
 /// How `nixdeploy apply` activates (the shipped apply runbook's `mode`).
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -76,21 +42,21 @@ pub struct ApplyArgs {
     #[arg(long, value_enum, default_value = "direct")]
     via: ApplyVia,
     #[command(flatten)]
-    run: ThinRunArgs,
+    run: RunFlags,
 }
 
 /// `nixdeploy build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     #[command(flatten)]
-    run: ThinRunArgs,
+    run: RunFlags,
 }
 
 /// `nixdeploy exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     #[command(flatten)]
-    run: ThinRunArgs,
+    run: RunFlags,
     /// The command, after `--`; its words are joined with spaces and run by each host's shell.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -149,26 +115,11 @@ pub fn run_help() -> String {
         .unwrap_or_default()
 }
 
-fn thin(name: &str, a: ThinRunArgs, set: Vec<String>, strict: bool) -> anyhow::Result<Exit> {
+fn thin(name: &str, a: RunFlags, set: Vec<String>, strict: bool) -> anyhow::Result<Exit> {
     commands::run::run(commands::run::Options {
-        runbook: Some(PathBuf::from(name)),
         shipped: true,
-        flake: a.fleet.flake,
-        on: a.fleet.on,
-        lib: a.lib.lib,
-        parallel: a.parallel as usize,
-        set,
-        json: a.json,
-        dry_run: a.dry_run,
-        yes: a.yes,
-        force_unlock: a.force_unlock,
-        ask_sudo_password: a.ask_sudo_password,
-        sign_with: a.sign_with,
-        help: false,
         fail_on_step_failure: strict,
-        usage: run_help(),
-        persist: a.connect.persist(),
-        eval: a.eval.settings(),
+        ..a.options(Some(PathBuf::from(name)), set)
     })
 }
 

@@ -123,14 +123,9 @@ enum Command {
     // ---- end of ecosystem ----
 }
 
-/// `nixdeploy run`.
-#[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
-struct RunArgs {
-    /// The runbook to run: a file (`runbooks/apply.rhai`), or the name of a shipped runbook
-    /// (`canary`; see `nixdeploy runbooks`) when no such file exists.
-    #[arg(value_hint = clap::ValueHint::FilePath)]
-    runbook: Option<PathBuf>,
+/// The flags `run` shares with the thin subcommands (`apply`, `build`, `exec`).
+#[derive(Debug, Clone, Args)]
+pub struct RunFlags {
     #[command(flatten)]
     fleet: FleetArgs,
     #[command(flatten)]
@@ -142,10 +137,6 @@ struct RunArgs {
     /// How many hosts are worked on at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallel: u32,
-    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`, typed as the
-    /// runbook declares it (`--help` with a runbook lists them).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
     /// Print newline-delimited JSON events instead of the terminal view.
     #[arg(long)]
     json: bool,
@@ -166,6 +157,48 @@ struct RunArgs {
     /// logins the hosts' Nix does not trust; overrides `signingKey` in the inventory.
     #[arg(long, value_name = "FILE")]
     sign_with: Option<PathBuf>,
+}
+
+impl RunFlags {
+    /// The options of a run of `runbook` with these flags and `set` parameters.
+    fn options(self, runbook: Option<PathBuf>, set: Vec<String>) -> commands::run::Options {
+        commands::run::Options {
+            runbook,
+            flake: self.fleet.flake,
+            on: self.fleet.on,
+            lib: self.lib.lib,
+            parallel: self.parallel as usize,
+            set,
+            json: self.json,
+            dry_run: self.dry_run,
+            yes: self.yes,
+            force_unlock: self.force_unlock,
+            ask_sudo_password: self.ask_sudo_password,
+            sign_with: self.sign_with,
+            help: false,
+            persist: self.connect.persist(),
+            eval: self.eval.settings(),
+            shipped: false,
+            fail_on_step_failure: false,
+            usage: ecosystem::run_help(),
+        }
+    }
+}
+
+/// `nixdeploy run`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct RunArgs {
+    /// The runbook to run: a file (`runbooks/apply.rhai`), or the name of a shipped runbook
+    /// (`canary`; see `nixdeploy runbooks`) when no such file exists.
+    #[arg(value_hint = clap::ValueHint::FilePath)]
+    runbook: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunFlags,
+    /// A runbook parameter, `key=value` (repeatable); visible as `params.key`, typed as the
+    /// runbook declares it (`--help` with a runbook lists them).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Print help (with the runbook's own parameters when a runbook is given).
     #[arg(long, short = 'h')]
     help: bool,
@@ -341,24 +374,8 @@ fn render_error(err: &anyhow::Error) -> String {
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run(a) => commands::run::run(commands::run::Options {
-            runbook: a.runbook,
-            flake: a.fleet.flake,
-            on: a.fleet.on,
-            lib: a.lib.lib,
-            parallel: a.parallel as usize,
-            set: a.set,
-            json: a.json,
-            dry_run: a.dry_run,
-            yes: a.yes,
-            force_unlock: a.force_unlock,
-            ask_sudo_password: a.ask_sudo_password,
-            sign_with: a.sign_with,
             help: a.help,
-            persist: a.connect.persist(),
-            eval: a.eval.settings(),
-            shipped: false,
-            fail_on_step_failure: false,
-            usage: ecosystem::run_help(),
+            ..a.run.options(a.runbook, a.set)
         }),
         Command::Repl(a) => commands::repl::run(commands::repl::Options {
             flake: a.fleet.flake,
