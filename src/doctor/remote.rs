@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Check;
 use crate::fleet::Host;
-use crate::transport::{quote, Escalation, Output, Target};
+use crate::transport::{quote, Escalation, Feed, Output, Target};
 
 /// The commands activation runs on a host (the watchdog, its launcher and the profile switch).
 pub const WATCHDOG_TOOLS: [&str; 14] = [
@@ -149,21 +149,6 @@ fn login(host: &str, facts: &BTreeMap<String, String>) -> Check {
     }
 }
 
-/// The escalation argv made non-interactive: a check must never wait at a password prompt.
-fn non_interactive(escalation: &Escalation) -> Vec<String> {
-    let mut argv = escalation.argv.clone();
-    let tool = argv
-        .first()
-        .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-        .unwrap_or_default();
-    match tool.as_str() {
-        "sudo" | "doas" => argv.insert(1, "-n".to_string()),
-        "run0" => argv.insert(1, "--no-ask-password".to_string()),
-        _ => {}
-    }
-    argv
-}
-
 /// Runs the root probe (escalated when the login is not root) and judges the escalation.
 async fn escalate(
     host: &str,
@@ -172,10 +157,9 @@ async fn escalate(
     facts: &BTreeMap<String, String>,
 ) -> (Check, Option<BTreeMap<String, String>>) {
     const NAME: &str = "escalation";
-    let wrapped = Escalation {
-        argv: non_interactive(escalation),
-    };
-    let run = target.run_fresh(&wrapped.root(ROOT_PROBE), TIMEOUT).await;
+    // Never prompts: a check must not wait at a password prompt.
+    let probe = escalation.wrap(ROOT_PROBE, Feed::NoPassword);
+    let run = target.run_fresh(&probe, TIMEOUT).await;
     let out = match run {
         Ok(out) => out,
         Err(err) => {
@@ -523,12 +507,16 @@ mod tests {
         let sudo = Escalation {
             argv: vec!["sudo".into(), "-H".into(), "--".into()],
         };
-        assert_eq!(non_interactive(&sudo), ["sudo", "-n", "-H", "--"]);
+        assert!(sudo
+            .wrap("true", Feed::NoPassword)
+            .starts_with("sudo -n -H -- sh -c"));
         let doas = Escalation {
             argv: vec!["doas".into()],
         };
-        assert_eq!(non_interactive(&doas), ["doas", "-n"]);
-        assert!(non_interactive(&Escalation::default()).is_empty());
+        assert!(doas
+            .wrap("true", Feed::NoPassword)
+            .starts_with("doas -n sh -c"));
+        assert_eq!(Escalation::default().wrap("true", Feed::NoPassword), "true");
     }
 
     #[test]
