@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{eventually, runbook, unique_rev, Sandbox};
@@ -31,17 +31,7 @@ for name in ["h1", "h2"] {
 exec(host("h3"), "touch /run/killed-here; sleep 120");
 "#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nixdeploy"))
-        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-        .env_remove("NIXDEPLOY_PATH")
-        .args([
-            "run",
-            book.to_str().unwrap(),
-            "--flake",
-            &sb.flake(),
-            "--json",
-        ])
-        .stdin(Stdio::null())
+    let mut child = common::run_command(&sb, &book, &["--json"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

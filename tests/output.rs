@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{runbook, Sandbox};
@@ -76,17 +76,7 @@ for h in hosts() {
 print("flood ok");
 "#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nixdeploy"))
-        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-        .env_remove("NIXDEPLOY_PATH")
-        .args([
-            "run",
-            book.to_str().unwrap(),
-            "--flake",
-            &sb.flake(),
-            "--json",
-        ])
-        .stdin(Stdio::null())
+    let mut child = common::run_command(&sb, &book, &["--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{eventually, run, runbook, Outcome, Sandbox};
@@ -45,11 +45,7 @@ fn assert_fully_on(sb: &Sandbox, host: &str, system: &str, out: &dyn std::fmt::D
 
 /// `nixdeploy run` in the background.
 fn start(sb: &Sandbox, book: &Path) -> Child {
-    Command::new(common::BIN)
-        .args(["run".as_ref(), book.as_os_str()])
-        .args(["--flake", &sb.flake()])
-        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-        .stdin(Stdio::null())
+    common::run_command(sb, book, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

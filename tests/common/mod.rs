@@ -678,6 +678,20 @@ pub fn runbook(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// `nixdeploy run RUNBOOK --flake <sandbox flake> extra…` with the sandbox's state dir, not yet
+/// started: for runs a test signals, kills or samples while they go on (it sets the stdio).
+pub fn run_command(sb: &Sandbox, book: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("NIXDEPLOY_STATE_DIR", sb.state_dir())
+        .env_remove("NIXDEPLOY_PATH")
+        .arg("run")
+        .arg(book)
+        .args(["--flake", &sb.flake()])
+        .args(extra)
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// `nixdeploy run RUNBOOK --flake <sandbox flake> extra…`, to completion.
 pub fn run(sb: &Sandbox, book: &Path, extra: &[&str]) -> Outcome {
     sb.nixdeploy(&["run"])
