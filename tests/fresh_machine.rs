@@ -42,6 +42,14 @@ fn a_machine_without_nix_setup_ssh_keys_or_mount_points_deploys_a_sandbox() {
     assert!(stdout.contains("fresh: no /nix"), "{stdout}");
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("2 host(s): 2 deployed"), "{all}");
+    for host in ["h1", "h2"] {
+        let system = format!("{host} runs /nix/store/");
+        let line = stdout.lines().find(|l| l.starts_with(&system));
+        assert!(
+            line.is_some_and(|l| l.ends_with(&format!("-nixos-system-{host}-1"))),
+            "{host} does not run its new system:\n{stdout}"
+        );
+    }
     // Nothing leaked out of the private view: this machine's own setup is untouched.
     assert!(Path::new("/etc/nix").exists() || !Path::new("/nix").exists());
 }

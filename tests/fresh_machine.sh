@@ -60,6 +60,10 @@ echo "fresh: no /nix, no /etc/nix, no nixbld group, no ~/.ssh, no sshd host keys
 "$bin" sandbox up --hosts 2 --dir "$work/out/sandbox"
 status=0
 "$bin" run "$repo/runbooks/apply.rhai" --flake "path:$work/out/sandbox/flake" --yes || status=$?
+# What the hosts really run, read from their own /run.
+for host in h1 h2; do
+    echo "$host runs $(readlink "$work/out/sandbox/hosts/$host/run/current-system")"
+done
 "$bin" sandbox down --dir "$work/out/sandbox"
 exit "$status"
 ' fresh "$work" "$bin" "$repo"
