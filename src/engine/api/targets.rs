@@ -21,6 +21,12 @@ pub fn targets(ctx: &Context, value: &Dynamic) -> Result<Targets, Box<EvalAltRes
     Ok(out)
 }
 
+/// Like [`targets`], but without waiting for the hosts' toplevel evaluation: for a primitive
+/// that waits for each host on its own (`deploy`'s pipeline). Hosts may still be evaluating.
+pub fn targets_as_selected(ctx: &Context, value: &Dynamic) -> Result<Targets, Box<EvalAltResult>> {
+    targets(ctx, value)
+}
+
 fn collect(ctx: &Context, value: &Dynamic, out: &mut Targets) -> Result<(), Box<EvalAltResult>> {
     if let Some(h) = value.clone().try_cast::<HostRef>() {
         out.push((allowed(ctx, h.0)?, None));
