@@ -98,20 +98,60 @@ pub fn load_selected(
 /// note of what it cost.
 pub fn report_evaluation(ctx: &Context, evaluated: &crate::fleet::Evaluated) {
     for (name, message) in &evaluated.failed {
-        let host = crate::fleet::HostName::new(name);
-        ctx.reporter.emit(Event::Step {
-            host: host.clone(),
-            step: "evaluate".into(),
-            state: crate::report::StepState::Failed,
-            message: Some(message.clone()),
-            duration_ms: Some(evaluated.millis as u64),
-        });
-        ctx.reporter.emit(Event::HostState {
-            host,
-            state: crate::report::FinalState::Failed,
-            path: None,
-        });
+        report_failed_evaluation(
+            ctx,
+            crate::fleet::HostName::new(name),
+            message,
+            evaluated.millis,
+        );
     }
+    report_evaluation_summary(ctx, evaluated);
+}
+
+/// Reports a background toplevel pass as it goes: each failed host when it fails, the
+/// summary at the end. The thread ends when the pass does.
+fn report_in_background(
+    ctx: &Arc<Context>,
+    progress: std::sync::mpsc::Receiver<crate::fleet::inventory::Progress>,
+) -> std::thread::JoinHandle<()> {
+    use crate::fleet::inventory::Progress;
+    let ctx = ctx.clone();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        for event in progress {
+            match event {
+                Progress::Failed { host, message } => {
+                    report_failed_evaluation(&ctx, host, &message, started.elapsed().as_millis())
+                }
+                Progress::Finished(evaluated) => report_evaluation_summary(&ctx, &evaluated),
+            }
+        }
+    })
+}
+
+/// One host's failed `evaluate` step: the host has failed.
+fn report_failed_evaluation(
+    ctx: &Context,
+    host: crate::fleet::HostName,
+    message: &str,
+    millis: u128,
+) {
+    ctx.reporter.emit(Event::Step {
+        host: host.clone(),
+        step: "evaluate".into(),
+        state: crate::report::StepState::Failed,
+        message: Some(message.to_string()),
+        duration_ms: Some(millis as u64),
+    });
+    ctx.reporter.emit(Event::HostState {
+        host,
+        state: crate::report::FinalState::Failed,
+        path: None,
+    });
+}
+
+/// The note of what the toplevel pass cost, when it evaluated any host.
+fn report_evaluation_summary(ctx: &Context, evaluated: &crate::fleet::Evaluated) {
     let hosts = evaluated.cached + evaluated.evaluated;
     if hosts > 0 {
         ctx.reporter.emit(Event::Evaluated {
@@ -286,19 +326,22 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     // Only the selected hosts' toplevels are evaluated (the others' metadata is enough).
     let metadata = Inventory::load(&opts.flake)?;
     guard_apply_all(&metadata, opts.on.as_deref())?;
-    let (inventory, evaluated) =
-        metadata.evaluate(&metadata.select(opts.on.as_deref())?, &opts.eval.options())?;
-    let inventory = Arc::new(inventory);
+    let selected = metadata.select(opts.on.as_deref())?;
     // Every library it imports (flake inputs included) must be found and parse, before any host.
     let resolving = Session::new(
         None,
         params.clone(),
         opts.lib.clone(),
-        inventory.flake_inputs.clone(),
+        metadata.flake_inputs.clone(),
     );
     book.mark(resolving.resolver());
     crate::engine::preflight::check_imports(&resolving, &source, &text, &ast)
         .map_err(|e| Failure::new(e.exit, e.rendered))?;
+    // The toplevel pass goes on in the background: the runbook starts now, and each host's
+    // build and copy wait only for that host's evaluation (`deploy` pipelines them).
+    let (inventory, mut evaluation) =
+        metadata.evaluate_in_background(&selected, &opts.eval.options())?;
+    let inventory = Arc::new(inventory);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -339,6 +382,15 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         ctx.pool.set_sudo_password(crate::commands::askpass::ask()?);
     }
     watch_interrupts(&runtime, &ctx);
+    let interrupt = ctx.interrupt.clone();
+    let stop_evaluating = evaluation.stopper();
+    runtime.spawn(async move {
+        // An interrupted run starts no new evaluation: hosts not evaluated yet fail.
+        while !interrupt.stopping() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        stop_evaluating();
+    });
     for warning in &inventory.warnings {
         ctx.reporter.message(Level::Warn, warning.clone());
     }
@@ -347,7 +399,7 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         hosts: ctx.allowed.iter().map(|h| h.name.clone()).collect(),
         dry_run: opts.dry_run,
     });
-    report_evaluation(&ctx, &evaluated);
+    let reporting = report_in_background(&ctx, evaluation.take_progress());
     let started = std::time::Instant::now();
     let mut session = Session::new(
         Some(ctx.clone()),
@@ -358,6 +410,9 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     book.mark(session.resolver());
     let outcome = session.eval(&source, &text);
     runtime.block_on(crate::activation::settle(&ctx));
+    // Hosts the runbook never waited for need no evaluation: stop the pass, and report it.
+    evaluation.stop();
+    let _ = reporting.join();
 
     let mut exit = Exit::Success;
     if let Err(e) = &outcome {
@@ -429,6 +484,7 @@ async fn dry_run_plan(ctx: &Context) -> String {
         let (Some(path), Some(host)) = (rec.path.as_ref(), ctx.inventory.hosts.get(&name)) else {
             continue;
         };
+        let host = &host.evaluated().await;
         let _ = writeln!(out, "plan for {name}: {path}");
         let missing = match ctx.pool.get(&ctx.target(host)).await {
             Ok(conn) => crate::steps::missing_paths(&conn, path).await,

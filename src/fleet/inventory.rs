@@ -3,8 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
+use super::pending::Pending;
 use super::toplevels::{self, EvalOptions, Evaluated};
 use super::{colmena, deploy_rs, eval, schema, suggest, HostName, Selector};
 use crate::exit::Failure;
@@ -108,6 +110,13 @@ impl Host {
                 self.name
             )),
             Evaluation::Failed(message) => Some(message.clone()),
+            Evaluation::Pending(slot) => match slot.get() {
+                Some(host) => host.not_evaluated(),
+                None => Some(format!(
+                    "host {} is still being evaluated (internal error: a step took it before its evaluation was over)",
+                    self.name
+                )),
+            },
         }
     }
 
@@ -116,13 +125,19 @@ impl Host {
     /// Steps that need paths wait here, one host at a time, so a pipeline can start a host's
     /// build and copy while others are still being evaluated.
     pub async fn evaluated(self: &Arc<Self>) -> Arc<Host> {
-        self.clone()
+        match &self.evaluation {
+            Evaluation::Pending(slot) => slot.wait().await,
+            _ => self.clone(),
+        }
     }
 
     /// [`Host::evaluated`] for code outside the async runtime (the Rhai engine's thread):
     /// blocks the calling thread until the host's evaluation is over.
     pub fn evaluated_blocking(self: &Arc<Self>) -> Arc<Host> {
-        self.clone()
+        match &self.evaluation {
+            Evaluation::Pending(slot) => slot.wait_blocking(),
+            _ => self.clone(),
+        }
     }
 
     /// Whether any path of this host is a metadata-pass placeholder: a system without an
@@ -143,6 +158,8 @@ pub enum Evaluation {
     Deferred,
     /// Evaluating it failed with this message (Nix's own, with the host and field).
     Failed(String),
+    /// Being evaluated in the background: the evaluated (or failed) host arrives in the slot.
+    Pending(Arc<super::pending::Pending>),
 }
 
 /// What runs when a profile other than the system one is activated.
@@ -236,6 +253,111 @@ struct Metadata {
     value: serde_json::Value,
 }
 
+impl Metadata {
+    /// The output the hosts were read from.
+    fn source(&self) -> String {
+        self.value["source"].as_str().unwrap_or("none").to_string()
+    }
+
+    /// The toplevel pass over this flake.
+    fn request<'a>(&'a self, flake: &'a str, source: &'a str) -> toplevels::Request<'a> {
+        toplevels::Request {
+            flake,
+            reference: &self.reference,
+            source,
+            nar_hash: self.value["narHash"].as_str(),
+        }
+    }
+}
+
+/// The names of the hosts among `hosts` whose toplevels are still to evaluate.
+fn deferred(hosts: &[Arc<Host>]) -> Vec<String> {
+    hosts
+        .iter()
+        .filter(|h| h.evaluation == Evaluation::Deferred)
+        .map(|h| h.name.to_string())
+        .collect()
+}
+
+/// `host` (a metadata-pass host) marked failed with `why`.
+fn failed(host: &Host, why: String) -> Arc<Host> {
+    let mut host = host.clone();
+    host.evaluation = Evaluation::Failed(why);
+    Arc::new(host)
+}
+
+/// What the background toplevel pass reports.
+#[derive(Debug)]
+pub enum Progress {
+    /// A host's evaluation failed, with the message its `evaluate` step shows.
+    Failed {
+        /// The host.
+        host: HostName,
+        /// Nix's message, with the host and field.
+        message: String,
+    },
+    /// The pass is over (or was stopped); what it did.
+    Finished(Evaluated),
+}
+
+/// A toplevel pass running in the background ([`Inventory::evaluate_in_background`]).
+/// Dropping it stops the pass without waiting for it.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    progress: Option<std::sync::mpsc::Receiver<Progress>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Background {
+    /// Failures as they happen, then the summary; the channel closes when the pass is over.
+    /// (Taken once; later calls get a closed channel.)
+    pub fn take_progress(&mut self) -> std::sync::mpsc::Receiver<Progress> {
+        self.progress
+            .take()
+            .unwrap_or_else(|| std::sync::mpsc::channel().1)
+    }
+
+    /// A function that stops the pass from starting new batches (for an interrupt).
+    pub fn stopper(&self) -> impl Fn() + Send + 'static {
+        let stop = self.stop.clone();
+        move || stop.store(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts no new batch, waits for those being evaluated, and returns once every host's
+    /// slot is filled (hosts never evaluated are marked failed: the run ended first).
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Fills every slot still empty when the background pass ends, however it ends.
+struct FillOnExit<'a>(&'a BTreeMap<String, (Arc<Pending>, Arc<Host>)>);
+
+impl Drop for FillOnExit<'_> {
+    fn drop(&mut self) {
+        for (slot, host) in self.0.values() {
+            if slot.get().is_none() {
+                slot.fill(failed(
+                    host,
+                    format!(
+                        "host {} was not evaluated: the run ended before its toplevel was",
+                        host.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 impl Inventory {
     /// Reads the inventory of `flake` (`.`, `./dir`, `/abs/dir` or any flake reference) with
     /// the metadata pass: names, targets, tags and settings of every host, no toplevel
@@ -264,34 +386,129 @@ impl Inventory {
         hosts: &[Arc<Host>],
         options: &EvalOptions,
     ) -> anyhow::Result<(Inventory, Evaluated)> {
-        let wanted: Vec<String> = hosts
-            .iter()
-            .filter(|h| h.evaluation == Evaluation::Deferred)
-            .map(|h| h.name.to_string())
-            .collect();
+        let wanted = deferred(hosts);
         let Some(meta) = self.metadata.clone().filter(|_| !wanted.is_empty()) else {
             return Ok((self.clone(), Evaluated::default()));
         };
-        let source = meta.value["source"].as_str().unwrap_or("none").to_string();
+        let source = meta.source();
+        let request = meta.request(&self.flake, &source);
         let result = toplevels::evaluate(
-            &self.flake,
-            &meta.reference,
-            &source,
-            meta.value["narHash"].as_str(),
+            &request,
             &wanted,
             options,
+            &|_, _| {},
+            &AtomicBool::new(false),
         );
+        let inv = self.with_entries(&meta, &result.entries, &result.failed)?;
+        Ok((inv, result))
+    }
+
+    /// Starts evaluating the toplevels of `hosts` in the background and returns at once: an
+    /// inventory whose `hosts` are [`Evaluation::Pending`] until their batch is evaluated
+    /// (steps wait for each with [`Host::evaluated`]), and the [`Background`] pass, which
+    /// reports failures as they happen and its summary at the end.
+    pub fn evaluate_in_background(
+        &self,
+        hosts: &[Arc<Host>],
+        options: &EvalOptions,
+    ) -> anyhow::Result<(Inventory, Background)> {
+        let wanted = deferred(hosts);
+        let (sender, progress) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let Some(meta) = self.metadata.clone().filter(|_| !wanted.is_empty()) else {
+            return Ok((
+                self.clone(),
+                Background {
+                    stop,
+                    thread: None,
+                    progress: Some(progress),
+                },
+            ));
+        };
+        let mut pending = self.clone();
+        let mut slots: BTreeMap<String, (Arc<Pending>, Arc<Host>)> = BTreeMap::new();
+        for name in &wanted {
+            let key = HostName::new(name);
+            let Some(host) = pending.hosts.get_mut(&key) else {
+                continue;
+            };
+            let slot = Pending::new();
+            slots.insert(name.clone(), (slot.clone(), host.clone()));
+            Arc::make_mut(host).evaluation = Evaluation::Pending(slot);
+        }
+        let (metadata, options, flag) = (self.clone(), options.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("toplevel-pass".into())
+            .spawn(move || {
+                // Whatever happens below, no slot is left empty for a step to wait on forever.
+                let _fill = FillOnExit(&slots);
+                let source = meta.source();
+                let request = meta.request(&metadata.flake, &source);
+                let so_far = Mutex::new(BTreeMap::new());
+                let on_batch = |good: &BTreeMap<String, serde_json::Value>,
+                                bad: &BTreeMap<String, String>| {
+                    let entries = {
+                        let mut all = so_far.lock().unwrap_or_else(|e| e.into_inner());
+                        all.extend(good.clone());
+                        all.clone()
+                    };
+                    let evaluated = metadata.with_entries(&meta, &entries, bad);
+                    for name in good.keys().chain(bad.keys()) {
+                        let Some((slot, unevaluated)) = slots.get(name) else {
+                            continue;
+                        };
+                        let host = match &evaluated {
+                            Ok(inv) => inv.hosts.get(&HostName::new(name)).cloned(),
+                            Err(_) => None,
+                        };
+                        slot.fill(host.unwrap_or_else(|| {
+                            let why = match &evaluated {
+                                Err(e) => format!("{e:#}"),
+                                Ok(_) => format!("host {name} is missing from its evaluation"),
+                            };
+                            failed(unevaluated, why)
+                        }));
+                    }
+                    for (host, message) in bad {
+                        let _ = sender.send(Progress::Failed {
+                            host: HostName::new(host),
+                            message: message.clone(),
+                        });
+                    }
+                };
+                let result = toplevels::evaluate(&request, &wanted, &options, &on_batch, &flag);
+                let _ = sender.send(Progress::Finished(result));
+            })?;
+        Ok((
+            pending,
+            Background {
+                stop,
+                thread: Some(thread),
+                progress: Some(progress),
+            },
+        ))
+    }
+
+    /// This inventory with the toplevel pass's `entries` filled in and the `failed` hosts
+    /// marked failed; hosts evaluated before keep their entries.
+    fn with_entries(
+        &self,
+        meta: &Metadata,
+        entries: &BTreeMap<String, serde_json::Value>,
+        failed: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Inventory> {
+        let source = meta.source();
         let mut value = meta.value.clone();
-        if let Some(entries) = toplevels::host_entries(&source, &mut value["value"]) {
-            for (host, entry) in &result.entries {
-                entries[host.as_str()] = entry.clone();
+        if let Some(slots) = toplevels::host_entries(&source, &mut value["value"]) {
+            for (host, entry) in entries {
+                slots[host.as_str()] = entry.clone();
             }
         }
         let mut inv =
             Inventory::from_eval(&self.flake, meta.reference.local_dir.as_deref(), &value)?;
         inv.ssh_config = self.ssh_config.clone();
-        inv.metadata = Some(meta);
-        for (name, message) in &result.failed {
+        inv.metadata = self.metadata.clone();
+        for (name, message) in failed {
             if let Some(host) = inv.hosts.get_mut(&HostName::new(name)) {
                 Arc::make_mut(host).evaluation = Evaluation::Failed(message.clone());
             }
@@ -302,7 +519,7 @@ impl Inventory {
                 inv.hosts.insert(name.clone(), host.clone());
             }
         }
-        Ok((inv, result))
+        Ok(inv)
     }
 
     /// Builds the inventory from the JSON that `nix eval` produced for `flake`; pure, so

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod eval_cache;
 pub mod inventory;
 mod name;
+pub mod pending;
 mod profiles;
 mod schema;
 pub mod selector;

@@ -3,6 +3,7 @@
 //! that host.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -82,53 +83,55 @@ pub fn host_entries<'a>(source: &str, value: &'a mut Value) -> Option<&'a mut Va
     }
 }
 
-/// Evaluates the toplevels of `hosts`, read from `source` of the flake at `reference`.
+/// What the toplevel pass hands over as it goes: the hosts of one finished batch (or of the
+/// cache) with their entries, and the hosts that failed with their messages.
+pub type OnBatch<'a> = &'a (dyn Fn(&BTreeMap<String, Value>, &BTreeMap<String, String>) + Sync);
+
+/// Evaluates the toplevels of `hosts`, read from `source` of the flake at `reference`. Each
+/// batch's results go to `on_batch` as soon as it finishes (cached hosts first, at once), so
+/// a caller can start work on them while the rest are evaluated. Once `stop` is set, no new
+/// batch starts; the hosts never evaluated are in neither map of the result.
 pub fn evaluate(
-    flake: &str,
-    reference: &FlakeRef,
-    source: &str,
-    nar_hash: Option<&str>,
+    request: &Request<'_>,
     hosts: &[String],
     options: &EvalOptions,
+    on_batch: OnBatch<'_>,
+    stop: &AtomicBool,
 ) -> Evaluated {
     let start = Instant::now();
     let mut out = Evaluated::default();
-    let key = |host: &str| {
-        nar_hash.map(|nar_hash| Key {
-            flake: reference.nix_ref.clone(),
-            nar_hash: nar_hash.to_string(),
-            host: host.to_string(),
-            expression: eval::expression_version(),
-        })
-    };
     let mut missing = Vec::new();
+    let mut cached = BTreeMap::new();
     for host in hosts {
         let hit = options
             .cache
             .as_ref()
-            .zip(key(host))
+            .zip(request.key(host))
             .and_then(|(cache, key)| cache.get(&key))
             .filter(derivations_present);
         match hit {
             Some(entry) => {
-                out.entries.insert(host.clone(), entry);
-                out.cached += 1;
+                cached.insert(host.clone(), entry);
             }
             None => missing.push(host.clone()),
         }
     }
+    out.cached = cached.len();
+    if !cached.is_empty() {
+        on_batch(&cached, &BTreeMap::new());
+    }
+    out.entries = cached;
     if !missing.is_empty() {
         let jobs = options.evaluators(missing.len());
         out.evaluators = jobs;
         out.evaluated = missing.len();
-        let batch = missing.len().div_ceil(jobs).clamp(1, MAX_BATCH);
-        let queue: VecDeque<Vec<String>> = missing.chunks(batch).map(<[_]>::to_vec).collect();
         let work = Work {
-            flake,
-            reference,
-            source,
-            queue: Mutex::new(queue),
+            request,
+            cache: options.cache.as_ref(),
+            queue: Mutex::new(batches(&missing, jobs)),
             results: Mutex::new((BTreeMap::new(), BTreeMap::new())),
+            on_batch,
+            stop,
         };
         std::thread::scope(|scope| {
             for _ in 0..jobs {
@@ -136,19 +139,59 @@ pub fn evaluate(
             }
         });
         let (entries, failed) = work.results.into_inner().unwrap_or_default();
-        if let Some(cache) = &options.cache {
-            for (host, entry) in &entries {
-                if let Some(key) = key(host) {
-                    cache.put(&key, entry);
-                }
-            }
-            cache.trim();
-        }
         out.entries.extend(entries);
         out.failed = failed;
     }
+    if let Some(cache) = &options.cache {
+        cache.trim();
+    }
     out.millis = start.elapsed().as_millis();
     out
+}
+
+/// What one toplevel pass evaluates: which flake, read how, and how its entries are cached.
+pub struct Request<'a> {
+    /// The flake as the user named it (for messages).
+    pub flake: &'a str,
+    /// The flake as Nix is given it.
+    pub reference: &'a FlakeRef,
+    /// The output the metadata pass read the hosts from (`nixdeploy`, `deploy`, ...).
+    pub source: &'a str,
+    /// The flake's `narHash`, when Nix reported one (without it nothing is cached).
+    pub nar_hash: Option<&'a str>,
+}
+
+impl Request<'_> {
+    /// The evaluation cache's key for one host's entry.
+    fn key(&self, host: &str) -> Option<Key> {
+        self.nar_hash.map(|nar_hash| Key {
+            flake: self.reference.nix_ref.clone(),
+            nar_hash: nar_hash.to_string(),
+            host: host.to_string(),
+            expression: eval::expression_version(),
+        })
+    }
+}
+
+/// The batches of `hosts` for `jobs` evaluators, smallest first: each evaluator's first batch
+/// is one host, so the first systems reach their build and copy after one host's evaluation;
+/// batch sizes then double, up to an even share and [`MAX_BATCH`], so a large fleet still
+/// shares each evaluator's start-up (the flake, nixpkgs) over many hosts.
+fn batches(hosts: &[String], jobs: usize) -> VecDeque<Vec<String>> {
+    let jobs = jobs.max(1);
+    let largest = hosts.len().div_ceil(jobs).clamp(1, MAX_BATCH);
+    let mut queue = VecDeque::new();
+    let (mut size, mut at, mut round) = (1, 0, 0);
+    while at < hosts.len() {
+        let end = (at + size).min(hosts.len());
+        queue.push_back(hosts[at..end].to_vec());
+        at = end;
+        round += 1;
+        if round % jobs == 0 {
+            size = (size * 2).min(largest);
+        }
+    }
+    queue
 }
 
 /// Whether every `.drv` a cached entry names is still in the store: a garbage collection may
@@ -172,29 +215,34 @@ type Results = (BTreeMap<String, Value>, BTreeMap<String, String>);
 
 /// The batches still to evaluate, shared by the evaluator threads.
 struct Work<'a> {
-    flake: &'a str,
-    reference: &'a FlakeRef,
-    source: &'a str,
+    request: &'a Request<'a>,
+    cache: Option<&'a Cache>,
     queue: Mutex<VecDeque<Vec<String>>>,
     results: Mutex<Results>,
+    on_batch: OnBatch<'a>,
+    stop: &'a AtomicBool,
 }
 
 impl Work<'_> {
-    /// Takes batches until none are left. A batch that fails is split into single hosts, so
-    /// a broken host costs the others one more evaluation, not their deploy.
+    /// Takes batches until none are left (or the pass is stopped). A batch that fails is split
+    /// into single hosts, so a broken host costs the others one more evaluation, not their
+    /// deploy.
     fn run(&self) {
         loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
             let Some(batch) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                 return;
             };
-            match eval::evaluate_hosts(self.reference, &batch) {
+            match eval::evaluate_hosts(self.request.reference, &batch) {
                 Ok(value) => self.take(&batch, value),
                 Err(_) if batch.len() > 1 => {
                     if let Ok(mut q) = self.queue.lock() {
                         q.extend(batch.into_iter().map(|h| vec![h]));
                     }
                 }
-                Err(stderr) => self.fail(&batch[0], &stderr),
+                Err(stderr) => self.deliver(BTreeMap::new(), self.fail(&batch[0], &stderr)),
             }
         }
     }
@@ -203,7 +251,8 @@ impl Work<'_> {
     /// failing are evaluated again alone, for Nix's message.
     fn take(&self, batch: &[String], mut value: Value) {
         let mut body = value["value"].take();
-        let entries = host_entries(self.source, &mut body);
+        let entries = host_entries(self.request.source, &mut body);
+        let (mut good, mut bad) = (BTreeMap::new(), BTreeMap::new());
         for host in batch {
             let entry = entries.as_ref().and_then(|e| e.get(host)).cloned();
             match entry {
@@ -213,28 +262,41 @@ impl Work<'_> {
                     }
                 }
                 Some(entry) if entry["__nixdeploy"] == "failed" => {
-                    self.fail(host, "error: the toplevel threw an error")
+                    bad.extend(self.fail(host, "error: the toplevel threw an error"))
                 }
                 Some(entry) => {
-                    if let Ok(mut r) = self.results.lock() {
-                        r.0.insert(host.clone(), entry);
+                    if let Some((cache, key)) = self.cache.zip(self.request.key(host)) {
+                        cache.put(&key, &entry);
                     }
+                    good.insert(host.clone(), entry);
                 }
-                None => self.fail(
+                None => bad.extend(self.fail(
                     host,
                     &format!(
                         "error: host {host} is missing from the toplevel pass of flake '{}'",
-                        self.flake
+                        self.request.flake
                     ),
-                ),
+                )),
             }
         }
+        self.deliver(good, bad);
     }
 
-    fn fail(&self, host: &str, stderr: &str) {
-        let message = eval::host_error(self.reference, stderr);
+    /// One failed host, with the message its `evaluate` step shows.
+    fn fail(&self, host: &str, stderr: &str) -> BTreeMap<String, String> {
+        let message = eval::host_error(self.request.reference, stderr);
+        BTreeMap::from([(host.to_string(), message)])
+    }
+
+    /// Hands a batch's results to the caller and keeps them for the pass's summary.
+    fn deliver(&self, good: BTreeMap<String, Value>, bad: BTreeMap<String, String>) {
+        if good.is_empty() && bad.is_empty() {
+            return;
+        }
+        (self.on_batch)(&good, &bad);
         if let Ok(mut r) = self.results.lock() {
-            r.1.insert(host.to_string(), message);
+            r.0.extend(good);
+            r.1.extend(bad);
         }
     }
 }
@@ -273,6 +335,19 @@ mod tests {
         assert!(!derivations_present(&entry(&drv)));
         std::fs::write(&drv, "").unwrap();
         assert!(derivations_present(&entry(&drv)));
+    }
+
+    #[test]
+    fn batches_start_with_one_host_per_evaluator_and_grow_to_an_even_share() {
+        let hosts: Vec<String> = (1..=40).map(|i| format!("h{i}")).collect();
+        let sizes: Vec<usize> = batches(&hosts, 2).iter().map(Vec::len).collect();
+        assert_eq!(sizes[..6], [1, 1, 2, 2, 4, 4]);
+        assert!(sizes.iter().all(|&n| n <= MAX_BATCH));
+        assert_eq!(sizes.iter().sum::<usize>(), 40, "every host once");
+        let flat: Vec<String> = batches(&hosts, 2).into_iter().flatten().collect();
+        assert_eq!(flat, hosts, "in order");
+        assert_eq!(batches(&hosts[..3], 8).len(), 3);
+        assert!(batches(&[], 2).is_empty());
     }
 
     #[test]

@@ -17,8 +17,13 @@ pub fn register_types(engine: &mut rhai::Engine) {
                 .collect::<rhai::Array>()
         })
         .register_get("system", |h: &mut HostRef| h.0.system.clone())
-        .register_get("toplevel", |h: &mut HostRef| h.0.out_path.clone())
-        .register_get("drv", |h: &mut HostRef| h.0.drv_path.clone())
+        // Paths wait for the host's toplevel evaluation, which goes on in the background.
+        .register_get("toplevel", |h: &mut HostRef| {
+            h.0.evaluated_blocking().out_path.clone()
+        })
+        .register_get("drv", |h: &mut HostRef| {
+            h.0.evaluated_blocking().drv_path.clone()
+        })
         .register_get("build_on", |h: &mut HostRef| match &h.0.build_on {
             crate::fleet::BuildOn::Local => "local".to_string(),
             crate::fleet::BuildOn::Target => "target".to_string(),

@@ -13,18 +13,24 @@ use crate::fleet::Host;
 pub type Targets = Vec<(Arc<Host>, Option<String>)>;
 
 /// Resolves `value` to hosts. A report contributes only the hosts it succeeded on.
+/// Every host comes back evaluated (or failed): this waits for the hosts the background
+/// toplevel pass has not finished yet.
 pub fn targets(ctx: &Context, value: &Dynamic) -> Result<Targets, Box<EvalAltResult>> {
-    let mut out: Targets = Vec::new();
-    collect(ctx, value, &mut out)?;
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|(h, _)| seen.insert(h.name.clone()));
+    let mut out = targets_as_selected(ctx, value)?;
+    for (host, _) in &mut out {
+        *host = host.evaluated_blocking();
+    }
     Ok(out)
 }
 
 /// Like [`targets`], but without waiting for the hosts' toplevel evaluation: for a primitive
 /// that waits for each host on its own (`deploy`'s pipeline). Hosts may still be evaluating.
 pub fn targets_as_selected(ctx: &Context, value: &Dynamic) -> Result<Targets, Box<EvalAltResult>> {
-    targets(ctx, value)
+    let mut out: Targets = Vec::new();
+    collect(ctx, value, &mut out)?;
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|(h, _)| seen.insert(h.name.clone()));
+    Ok(out)
 }
 
 fn collect(ctx: &Context, value: &Dynamic, out: &mut Targets) -> Result<(), Box<EvalAltResult>> {
