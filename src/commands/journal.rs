@@ -94,13 +94,18 @@ fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record>
         let revision = tokio::task::spawn_blocking(move || flake_revision(&flake));
         let mut probing = tokio::task::JoinSet::new();
         for (i, (name, rec)) in hosts.iter().enumerate() {
-            if let Some(host) = ctx
+            let Some(host) = ctx
                 .inventory
                 .hosts
                 .get(name)
                 .filter(|_| !rec.steps.is_empty())
-            {
-                let (ctx, host) = (ctx.clone(), host.clone());
+            else {
+                continue;
+            };
+            // A host whose toplevel never evaluated was never contacted: nothing to probe.
+            let host = host.evaluated().await;
+            if host.not_evaluated().is_none() {
+                let ctx = ctx.clone();
                 probing.spawn(async move { (i, probe(&ctx, &host).await) });
             }
         }

@@ -382,15 +382,21 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
         ctx.pool.set_sudo_password(crate::commands::askpass::ask()?);
     }
     watch_interrupts(&runtime, &ctx);
-    let interrupt = ctx.interrupt.clone();
-    let stop_evaluating = evaluation.stopper();
+    let (watcher, stop_evaluating, invalid) =
+        (ctx.clone(), evaluation.stopper(), evaluation.invalid());
     runtime.spawn(async move {
-        // An interrupted run starts no new evaluation: hosts not evaluated yet fail.
-        while !interrupt.stopping() {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // An interrupted run starts no new evaluation: hosts not evaluated yet fail. An
+        // inventory error found by the toplevel pass stops the run as an interrupt would.
+        while !watcher.interrupt.stopping() {
+            if invalid().is_some() {
+                watcher.interrupt.stop();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         stop_evaluating();
     });
+    let invalid = evaluation.invalid();
     for warning in &inventory.warnings {
         ctx.reporter.message(Level::Warn, warning.clone());
     }
@@ -450,6 +456,10 @@ pub fn run(opts: Options) -> anyhow::Result<Exit> {
     // failed; the summary still lists every host's real state.
     if matches!(exit, Exit::Success | Exit::HostsFailed) && ctx.interrupt.stopping() {
         exit = Exit::Interrupted;
+    }
+    if let Some(message) = invalid() {
+        ctx.reporter.message(Level::Error, message);
+        exit = Exit::Input;
     }
     crate::commands::journal_run(&ctx, started.elapsed(), &journal_meta);
     ctx.reporter.emit(Event::RunFinished {

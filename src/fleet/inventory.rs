@@ -306,6 +306,7 @@ pub struct Background {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     progress: Option<std::sync::mpsc::Receiver<Progress>>,
+    invalid: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Drop for Background {
@@ -321,6 +322,13 @@ impl Background {
         self.progress
             .take()
             .unwrap_or_else(|| std::sync::mpsc::channel().1)
+    }
+
+    /// The inventory error the pass found, if any: an evaluated entry of the wrong shape (a
+    /// toplevel that is not a derivation, say). Its hosts are failed; the run must stop.
+    pub fn invalid(&self) -> impl Fn() -> Option<String> + Send + 'static {
+        let invalid = self.invalid.clone();
+        move || invalid.get().cloned()
     }
 
     /// A function that stops the pass from starting new batches (for an interrupt).
@@ -422,6 +430,7 @@ impl Inventory {
                     stop,
                     thread: None,
                     progress: Some(progress),
+                    invalid: Default::default(),
                 },
             ));
         };
@@ -437,6 +446,8 @@ impl Inventory {
             Arc::make_mut(host).evaluation = Evaluation::Pending(slot);
         }
         let (metadata, options, flag) = (self.clone(), options.clone(), stop.clone());
+        let invalid = Arc::new(std::sync::OnceLock::new());
+        let invalid_slot = invalid.clone();
         let thread = std::thread::Builder::new()
             .name("toplevel-pass".into())
             .spawn(move || {
@@ -453,6 +464,12 @@ impl Inventory {
                         all.clone()
                     };
                     let evaluated = metadata.with_entries(&meta, &entries, bad);
+                    if let Err(e) = &evaluated {
+                        // An entry of the wrong shape is an error in the inventory, not in
+                        // one host: it stops the run, before any step takes these hosts.
+                        let _ = invalid_slot.set(format!("{e:#}"));
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     for name in good.keys().chain(bad.keys()) {
                         let Some((slot, unevaluated)) = slots.get(name) else {
                             continue;
@@ -485,6 +502,7 @@ impl Inventory {
                 stop,
                 thread: Some(thread),
                 progress: Some(progress),
+                invalid,
             },
         ))
     }
