@@ -160,3 +160,99 @@ fn a_rerun_against_an_unchanged_flake_evaluates_nothing_and_a_change_only_what_i
     );
     assert_eq!(bypass["evaluators"], 2);
 }
+
+/// Reads a `--json` run's events as they come, until `until` matches one; returns them all.
+fn read_events_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    until: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    for line in lines {
+        let line = line.expect("read the run's stdout");
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let done = until(&event);
+        seen.push(event);
+        if done {
+            return seen;
+        }
+    }
+    panic!("the run ended before the awaited event; events: {seen:#?}");
+}
+
+#[test]
+fn a_host_is_deployed_while_another_is_still_being_evaluated() {
+    if !skip_unless_root() {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let sb = Sandbox::up(2);
+    fresh_revs(&sb);
+    // h2's evaluation blocks on a FIFO until this test writes it.
+    let gate = sb.dir().parent().unwrap().join("h2-gate");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&gate)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    sb.edit_fleet(|f| f["hosts"]["h2"]["evalGate"] = gate.display().to_string().into());
+    let book = common::runbook(
+        &sb,
+        "one-by-one.rhai",
+        "for h in hosts() { activate(copy(build(h))); }\n",
+    );
+    let mut child = common::run_command(&sb, &book, &["--json", "--eval-jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Should the run never get that far (a regression that waits for every evaluation first),
+    // this opens the gate after a generous while, so the test fails instead of hanging.
+    let opener = gate.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(300));
+        let _ = std::fs::write(&opener, "timed out");
+    });
+
+    // h1 goes all the way through activation while h2's evaluation still waits on its gate.
+    let before_gate = read_events_until(&mut lines, |e| {
+        e["event"] == "step"
+            && e["host"] == "h1"
+            && e["step"] == "activate"
+            && e["state"] == "succeeded"
+    });
+    assert!(
+        !before_gate
+            .iter()
+            .any(|e| e["event"] == "evaluated" || e["host"] == "h2"),
+        "nothing of h2 before its evaluation: {before_gate:#?}"
+    );
+    assert_eq!(
+        sb.current_system("h1").as_deref(),
+        Some(sb.build_toplevel("h1").as_str()),
+        "h1 runs its new system while h2 is still being evaluated"
+    );
+
+    // Opening the gate lets h2 evaluate, and it deploys too.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gate)
+        .unwrap()
+        .write_all(b"open")
+        .unwrap();
+    let rest: Vec<Value> = read_events_until(&mut lines, |e| e["event"] == "run_finished");
+    assert!(child.wait().unwrap().success(), "events: {rest:#?}");
+    let evaluated = rest.iter().find(|e| e["event"] == "evaluated").unwrap();
+    assert_eq!(evaluated["evaluated"], 2);
+    // (Evaluating h2 here again would wait on the gate: its path comes from the run.)
+    let deployed = rest
+        .iter()
+        .find(|e| e["event"] == "host_state" && e["host"] == "h2" && e["path"].is_string())
+        .expect("h2's final state with its path");
+    assert_eq!(
+        sb.current_system("h2").as_deref(),
+        deployed["path"].as_str()
+    );
+}

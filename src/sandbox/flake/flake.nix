@@ -52,10 +52,13 @@
       # `evalWork` (per host, or for every host at the top of fleet.json): a list of that many
       # numbers built and summed while the toplevel is evaluated, so each host costs evaluation
       # time and memory as a real NixOS configuration does (900000: about 0.3 s and 200 MiB).
+      # `evalGate` (a path, usually a FIFO): evaluating the toplevel reads it, so the host's
+      # evaluation waits until a test writes the gate; the metadata pass never reads it.
       weight = h:
         let n = h.evalWork or fleet.evalWork or 0; in
-        if n > 0 then { weight = toString (builtins.foldl' (a: x: a + x) 0 (builtins.genList (i: i) n)); }
-        else { };
+        (if n > 0 then { weight = toString (builtins.foldl' (a: x: a + x) 0 (builtins.genList (i: i) n)); }
+        else { })
+        // (if h ? evalGate then { gate = builtins.readFile h.evalGate; } else { });
 
       systemOf = name: h: specialisations:
         let
