@@ -11,7 +11,7 @@ mod tuning;
 
 pub use escalate::{Escalation, Feed, Secret, SecretBuf, Tool, DEFAULT_ESCALATION};
 pub use local::{Held, HeldIn, HeldOut};
-pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES};
+pub use pool::{disconnect_all, Pool, PoolOptions, MAX_HANDSHAKES, MAX_HANDSHAKES_IN_ALL};
 pub use privilege::Access;
 #[cfg(test)]
 pub use quote::assert_valid_shell;

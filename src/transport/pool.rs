@@ -15,10 +15,14 @@ use crate::fleet::HostName;
 
 type Slot = Arc<OnceCell<Arc<Connection>>>;
 
-/// At most this many ssh handshakes are in flight at once, whatever `--parallel` says: sshd's
-/// default `MaxStartups 10:30:100` starts dropping unauthenticated connections past 10, and a
-/// bastion sees every handshake of the fleet.
+/// At most this many ssh handshakes are in flight through one front door (a host reached
+/// directly, or a bastion that hosts share), whatever `--parallel` says: sshd's default
+/// `MaxStartups 10:30:100` starts dropping unauthenticated connections past 10.
 pub const MAX_HANDSHAKES: usize = 10;
+
+/// At most this many handshakes are in flight in all, whatever `--parallel` says: each is an
+/// ssh client process doing a key exchange on this machine.
+pub const MAX_HANDSHAKES_IN_ALL: usize = 64;
 
 /// How many times a connection that failed in a way that may pass is tried in all.
 const ATTEMPTS: u32 = 3;
@@ -26,7 +30,8 @@ const ATTEMPTS: u32 = 3;
 /// How the pool opens and keeps connections.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
-    /// Handshakes in flight at once (`--parallel`, capped at [`MAX_HANDSHAKES`]).
+    /// Handshakes in flight at once in all (`--parallel`, capped at
+    /// [`MAX_HANDSHAKES_IN_ALL`]; through one front door, at most [`MAX_HANDSHAKES`]).
     pub parallel: usize,
     /// Keep masters this long after the run, in the state directory, for the next run to
     /// reuse (`None`: close them at the end, in a throwaway directory).
@@ -56,6 +61,8 @@ pub struct Pool {
     dir: ControlDir,
     slots: Mutex<HashMap<HostName, Slot>>,
     handshakes: Semaphore,
+    /// Handshakes in flight per front door (see [`super::tuning::Resolved::front_door`]).
+    doors: Mutex<HashMap<String, Arc<Semaphore>>>,
     persist: Option<Duration>,
     /// The sudo password of this run (`--ask-sudo-password`), fed to every escalated command.
     password: Mutex<Option<Arc<Secret>>>,
@@ -84,7 +91,8 @@ impl Pool {
         Ok(Pool {
             dir,
             slots: Mutex::new(HashMap::new()),
-            handshakes: Semaphore::new(opts.parallel.clamp(1, MAX_HANDSHAKES)),
+            handshakes: Semaphore::new(opts.parallel.clamp(1, MAX_HANDSHAKES_IN_ALL)),
+            doors: Mutex::new(HashMap::new()),
             persist: opts.persist,
             password: Mutex::new(None),
             accesses: Mutex::new(HashMap::new()),
@@ -139,18 +147,20 @@ impl Pool {
     }
 
     /// Connects: reuses a persisted master that still answers, otherwise starts one, at most
-    /// [`MAX_HANDSHAKES`] at once, retrying failures that may pass with a backoff.
+    /// [`MAX_HANDSHAKES`] at once through one front door, retrying failures that may pass with
+    /// a backoff.
     async fn connect(&self, target: &Target) -> anyhow::Result<Connection> {
-        let _permit = self
-            .handshakes
-            .acquire()
-            .await
-            .map_err(|_| anyhow!("the connection pool is closed"))?;
+        let closed = |_| anyhow!("the connection pool is closed");
         if self.persist.is_some() {
+            // A round trip over a kept master: no handshake, so no front door to wait at.
+            let _permit = self.handshakes.acquire().await.map_err(closed)?;
             if let Some(conn) = Connection::resume(target.clone(), self.dir()).await {
                 return Ok(conn);
             }
         }
+        let door = self.door(target).await;
+        let _door = door.acquire().await.map_err(closed)?;
+        let _permit = self.handshakes.acquire().await.map_err(closed)?;
         let mut delay = Duration::from_millis(300);
         let mut attempt = 1;
         loop {
@@ -164,6 +174,16 @@ impl Pool {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// The handshake limit of the sshd that `target`'s handshakes meet first.
+    async fn door(&self, target: &Target) -> Arc<Semaphore> {
+        let door = super::tuning::Resolved::of(target).await.front_door;
+        let mut doors = self.doors.lock().unwrap_or_else(|e| e.into_inner());
+        doors
+            .entry(door)
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_HANDSHAKES)))
+            .clone()
     }
 
     /// Drops the cached connection of `target` (closing it) without opening another: the next

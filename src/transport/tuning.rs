@@ -64,12 +64,30 @@ impl Tuning {
 
     /// The tuning for `target`, asked of `ssh -G` once per host and run.
     pub async fn of(target: &Target) -> Tuning {
-        static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Tuning>>> = OnceLock::new();
+        Resolved::of(target).await.tuning
+    }
+}
+
+/// What `ssh -G` says about one host, asked once per host and run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The fast choices to put first.
+    pub tuning: Tuning,
+    /// The sshd a handshake with the host meets first — the first `ProxyJump` hop, the
+    /// `ProxyCommand`, or the host itself — whose `MaxStartups` bounds how many handshakes
+    /// may be in flight through it at once.
+    pub front_door: String,
+}
+
+impl Resolved {
+    /// The resolution of `target`'s ssh configuration.
+    pub async fn of(target: &Target) -> Resolved {
+        static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Resolved>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         let mut key = target.common_args();
         key.push(target.destination.clone());
-        if let Some(t) = cache.lock().unwrap().get(&key) {
-            return *t;
+        if let Some(r) = cache.lock().unwrap().get(&key) {
+            return r.clone();
         }
         let out = tokio::process::Command::new("ssh")
             .arg("-G")
@@ -81,15 +99,45 @@ impl Tuning {
             .output()
             .await;
         let aes = deployer_has_aes() && system_has_aes(&target.system);
-        let tuning = match out {
+        let resolved = match out {
             Ok(o) if o.status.success() => {
-                Tuning::from_resolved(&String::from_utf8_lossy(&o.stdout), aes)
+                let text = String::from_utf8_lossy(&o.stdout);
+                Resolved {
+                    tuning: Tuning::from_resolved(&text, aes),
+                    front_door: front_door(&text),
+                }
             }
-            _ => Tuning::default(),
+            // Unknown: counted with every other host that could not be resolved.
+            _ => Resolved {
+                tuning: Tuning::default(),
+                front_door: "unresolved".into(),
+            },
         };
-        cache.lock().unwrap().insert(key, tuning);
-        tuning
+        cache.lock().unwrap().insert(key, resolved.clone());
+        resolved
     }
+}
+
+/// The first sshd a connection's handshake reaches, from `ssh -G` output: hosts behind the
+/// same bastion share it; hosts reached directly each have their own.
+fn front_door(resolved: &str) -> String {
+    let value = |key: &str| {
+        resolved
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .filter(|v| !v.is_empty() && *v != "none")
+    };
+    if let Some(jump) = value("proxyjump") {
+        return format!("jump {}", jump.split(',').next().unwrap_or(jump));
+    }
+    if let Some(command) = value("proxycommand") {
+        return format!("command {command}");
+    }
+    format!(
+        "direct {}:{}",
+        value("hostname").unwrap_or(""),
+        value("port").unwrap_or("22")
+    )
 }
 
 /// Whether this machine's CPU has AES instructions (AES-NI, or the ARMv8 crypto extension).
@@ -144,6 +192,25 @@ mod tests {
         let ml_kem = "kexalgorithms mlkem768x25519-sha256,sntrup761x25519-sha512\n";
         assert!(!Tuning::from_resolved(ml_kem, true).classic_kex_for_tokens);
         assert!(Tuning::default().master_options().is_empty());
+    }
+
+    #[test]
+    fn hosts_behind_one_bastion_share_its_front_door_and_direct_hosts_have_their_own() {
+        let direct = |host: &str| format!("hostname {host}\nport 22\nproxycommand none\n");
+        assert_eq!(front_door(&direct("10.0.0.1")), "direct 10.0.0.1:22");
+        assert_ne!(
+            front_door(&direct("10.0.0.1")),
+            front_door(&direct("10.0.0.2"))
+        );
+        let behind =
+            |host: &str| format!("hostname {host}\nport 22\nproxyjump admin@bastion:2222,inner\n");
+        assert_eq!(front_door(&behind("10.0.0.1")), "jump admin@bastion:2222");
+        assert_eq!(
+            front_door(&behind("10.0.0.1")),
+            front_door(&behind("10.0.0.2"))
+        );
+        let command = "hostname a\nproxycommand ssh -W %h:%p gw\n";
+        assert_eq!(front_door(command), "command ssh -W %h:%p gw");
     }
 
     #[test]
