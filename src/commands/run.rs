@@ -112,9 +112,9 @@ pub fn report_evaluation(ctx: &Context, evaluated: &crate::fleet::Evaluated) {
 /// summary at the end. The thread ends when the pass does.
 fn report_in_background(
     ctx: &Arc<Context>,
-    progress: std::sync::mpsc::Receiver<crate::fleet::inventory::Progress>,
+    progress: std::sync::mpsc::Receiver<crate::fleet::background::Progress>,
 ) -> std::thread::JoinHandle<()> {
-    use crate::fleet::inventory::Progress;
+    use crate::fleet::background::Progress;
     let ctx = ctx.clone();
     let started = std::time::Instant::now();
     std::thread::spawn(move || {

@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::pending::Pending;
+use super::background::{self, Background};
 use super::toplevels::{self, EvalOptions, Evaluated};
 use super::{colmena, deploy_rs, eval, schema, suggest, HostName, Selector};
 use crate::exit::Failure;
@@ -247,7 +247,7 @@ pub struct Inventory {
 
 /// The metadata pass of a flake: what `Inventory::evaluate` needs to evaluate toplevels.
 #[derive(Debug)]
-struct Metadata {
+pub(super) struct Metadata {
     reference: eval::FlakeRef,
     /// The JSON the metadata pass produced.
     value: serde_json::Value,
@@ -255,12 +255,12 @@ struct Metadata {
 
 impl Metadata {
     /// The output the hosts were read from.
-    fn source(&self) -> String {
+    pub(super) fn source(&self) -> String {
         self.value["source"].as_str().unwrap_or("none").to_string()
     }
 
     /// The toplevel pass over this flake.
-    fn request<'a>(&'a self, flake: &'a str, source: &'a str) -> toplevels::Request<'a> {
+    pub(super) fn request<'a>(&'a self, flake: &'a str, source: &'a str) -> toplevels::Request<'a> {
         toplevels::Request {
             flake,
             reference: &self.reference,
@@ -277,93 +277,6 @@ fn deferred(hosts: &[Arc<Host>]) -> Vec<String> {
         .filter(|h| h.evaluation == Evaluation::Deferred)
         .map(|h| h.name.to_string())
         .collect()
-}
-
-/// `host` (a metadata-pass host) marked failed with `why`.
-fn failed(host: &Host, why: String) -> Arc<Host> {
-    let mut host = host.clone();
-    host.evaluation = Evaluation::Failed(why);
-    Arc::new(host)
-}
-
-/// What the background toplevel pass reports.
-#[derive(Debug)]
-pub enum Progress {
-    /// A host's evaluation failed, with the message its `evaluate` step shows.
-    Failed {
-        /// The host.
-        host: HostName,
-        /// Nix's message, with the host and field.
-        message: String,
-    },
-    /// The pass is over (or was stopped); what it did.
-    Finished(Evaluated),
-}
-
-/// A toplevel pass running in the background ([`Inventory::evaluate_in_background`]).
-/// Dropping it stops the pass without waiting for it.
-pub struct Background {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    progress: Option<std::sync::mpsc::Receiver<Progress>>,
-    invalid: Arc<std::sync::OnceLock<String>>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Background {
-    /// Failures as they happen, then the summary; the channel closes when the pass is over.
-    /// (Taken once; later calls get a closed channel.)
-    pub fn take_progress(&mut self) -> std::sync::mpsc::Receiver<Progress> {
-        self.progress
-            .take()
-            .unwrap_or_else(|| std::sync::mpsc::channel().1)
-    }
-
-    /// The inventory error the pass found, if any: an evaluated entry of the wrong shape (a
-    /// toplevel that is not a derivation, say). Its hosts are failed; the run must stop.
-    pub fn invalid(&self) -> impl Fn() -> Option<String> + Send + 'static {
-        let invalid = self.invalid.clone();
-        move || invalid.get().cloned()
-    }
-
-    /// A function that stops the pass from starting new batches (for an interrupt).
-    pub fn stopper(&self) -> impl Fn() + Send + 'static {
-        let stop = self.stop.clone();
-        move || stop.store(true, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Starts no new batch, waits for those being evaluated, and returns once every host's
-    /// slot is filled (hosts never evaluated are marked failed: the run ended first).
-    pub fn stop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Fills every slot still empty when the background pass ends, however it ends.
-struct FillOnExit<'a>(&'a BTreeMap<String, (Arc<Pending>, Arc<Host>)>);
-
-impl Drop for FillOnExit<'_> {
-    fn drop(&mut self) {
-        for (slot, host) in self.0.values() {
-            if slot.get().is_none() {
-                slot.fill(failed(
-                    host,
-                    format!(
-                        "host {} was not evaluated: the run ended before its toplevel was",
-                        host.name
-                    ),
-                ));
-            }
-        }
-    }
 }
 
 impl Inventory {
@@ -421,95 +334,15 @@ impl Inventory {
         options: &EvalOptions,
     ) -> anyhow::Result<(Inventory, Background)> {
         let wanted = deferred(hosts);
-        let (sender, progress) = std::sync::mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let Some(meta) = self.metadata.clone().filter(|_| !wanted.is_empty()) else {
-            return Ok((
-                self.clone(),
-                Background {
-                    stop,
-                    thread: None,
-                    progress: Some(progress),
-                    invalid: Default::default(),
-                },
-            ));
-        };
-        let mut pending = self.clone();
-        let mut slots: BTreeMap<String, (Arc<Pending>, Arc<Host>)> = BTreeMap::new();
-        for name in &wanted {
-            let key = HostName::new(name);
-            let Some(host) = pending.hosts.get_mut(&key) else {
-                continue;
-            };
-            let slot = Pending::new();
-            slots.insert(name.clone(), (slot.clone(), host.clone()));
-            Arc::make_mut(host).evaluation = Evaluation::Pending(slot);
+        match self.metadata.clone().filter(|_| !wanted.is_empty()) {
+            Some(meta) => background::start(self, meta, wanted, options),
+            None => Ok((self.clone(), Background::idle())),
         }
-        let (metadata, options, flag) = (self.clone(), options.clone(), stop.clone());
-        let invalid = Arc::new(std::sync::OnceLock::new());
-        let invalid_slot = invalid.clone();
-        let thread = std::thread::Builder::new()
-            .name("toplevel-pass".into())
-            .spawn(move || {
-                // Whatever happens below, no slot is left empty for a step to wait on forever.
-                let _fill = FillOnExit(&slots);
-                let source = meta.source();
-                let request = meta.request(&metadata.flake, &source);
-                let so_far = Mutex::new(BTreeMap::new());
-                let on_batch = |good: &BTreeMap<String, serde_json::Value>,
-                                bad: &BTreeMap<String, String>| {
-                    let entries = {
-                        let mut all = so_far.lock().unwrap_or_else(|e| e.into_inner());
-                        all.extend(good.clone());
-                        all.clone()
-                    };
-                    let evaluated = metadata.with_entries(&meta, &entries, bad);
-                    if let Err(e) = &evaluated {
-                        // An entry of the wrong shape is an error in the inventory, not in
-                        // one host: it stops the run, before any step takes these hosts.
-                        let _ = invalid_slot.set(format!("{e:#}"));
-                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    for name in good.keys().chain(bad.keys()) {
-                        let Some((slot, unevaluated)) = slots.get(name) else {
-                            continue;
-                        };
-                        let host = match &evaluated {
-                            Ok(inv) => inv.hosts.get(&HostName::new(name)).cloned(),
-                            Err(_) => None,
-                        };
-                        slot.fill(host.unwrap_or_else(|| {
-                            let why = match &evaluated {
-                                Err(e) => format!("{e:#}"),
-                                Ok(_) => format!("host {name} is missing from its evaluation"),
-                            };
-                            failed(unevaluated, why)
-                        }));
-                    }
-                    for (host, message) in bad {
-                        let _ = sender.send(Progress::Failed {
-                            host: HostName::new(host),
-                            message: message.clone(),
-                        });
-                    }
-                };
-                let result = toplevels::evaluate(&request, &wanted, &options, &on_batch, &flag);
-                let _ = sender.send(Progress::Finished(result));
-            })?;
-        Ok((
-            pending,
-            Background {
-                stop,
-                thread: Some(thread),
-                progress: Some(progress),
-                invalid,
-            },
-        ))
     }
 
     /// This inventory with the toplevel pass's `entries` filled in and the `failed` hosts
     /// marked failed; hosts evaluated before keep their entries.
-    fn with_entries(
+    pub(super) fn with_entries(
         &self,
         meta: &Metadata,
         entries: &BTreeMap<String, serde_json::Value>,

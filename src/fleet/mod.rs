@@ -1,5 +1,6 @@
 //! The fleet: host names, the inventory read from a flake, and host selectors.
 
+pub mod background;
 pub mod cache;
 mod colmena;
 mod deploy_rs;
