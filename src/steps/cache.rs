@@ -44,6 +44,13 @@ pub async fn copy_via_cache(
     .await)
 }
 
+/// Errors, before any host is contacted, when one of `hosts` has no binary cache to copy through.
+pub fn check_caches(hosts: &[Arc<Host>]) -> anyhow::Result<()> {
+    let items: Vec<(Arc<Host>, String)> =
+        hosts.iter().map(|h| (h.clone(), String::new())).collect();
+    group_by_cache(&items, &[]).map(|_| ())
+}
+
 /// For each item, whether its host may lack its system (it neither runs it nor has it in its
 /// profile). A host that cannot be asked counts as lacking: its own step reports why.
 async fn hosts_lacking(ctx: &Arc<Context>, items: &[(Arc<Host>, String)]) -> Vec<bool> {
