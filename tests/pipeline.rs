@@ -84,7 +84,10 @@ print(`report: ${r.step} failed ${r.failed.len()}`);
     assert!(text.contains("h2 error: copy: "), "{text}");
     assert!(text.contains("report: deploy failed 1"), "{text}");
     assert!(
-        text.contains(&format!("h1 state: succeeded, path: {}", sb.build_toplevel("h1"))),
+        text.contains(&format!(
+            "h1 state: succeeded, path: {}",
+            sb.build_toplevel("h1")
+        )),
         "{text}"
     );
     for h in ["h1", "h3"] {
