@@ -99,3 +99,86 @@ print(`report: ${r.step} failed ${r.failed.len()}`);
     }
     assert_eq!(sb.current_system("h2"), None, "h2 was never activated");
 }
+
+#[test]
+fn the_first_interrupt_starts_no_new_stage_on_any_host() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    if !skip_unless_root() {
+        return;
+    }
+    let sb = Sandbox::up(3);
+    fresh_revs(&sb);
+    // Copies long enough for the interrupt to arrive while the first one is going on.
+    sb.edit_fleet(|v| {
+        for (_, h) in v["hosts"].as_object_mut().unwrap() {
+            h["uniqueKiB"] = serde_json::json!(64 * 1024);
+        }
+    });
+    let stores: Vec<_> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| sb.store_paths(h))
+        .collect();
+    let book = runbook(&sb, "deploy.rhai", "deploy(hosts());\n");
+    let mut child = common::run_command(&sb, &book, &["--parallel", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start nixdeploy");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let events = |lines: &Mutex<Vec<String>>| -> Vec<Value> {
+        let lines = lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let copies_started = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "step" && e["step"] == "copy" && e["state"] == "started")
+            .filter_map(|e| e["host"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(120), || !copies_started(&events(
+            &lines
+        ))
+        .is_empty()),
+        "no copy ever started"
+    );
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().expect("wait for nixdeploy");
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let all = events(&lines);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let copied = copies_started(&all);
+    assert_eq!(
+        copied.len(),
+        1,
+        "copies started after the interrupt: {copied:?}"
+    );
+    assert!(
+        !all.iter()
+            .any(|e| e["step"] == "activate" && e["state"] == "started"),
+        "an activation started after the interrupt: {stderr}"
+    );
+    for (h, before) in ["h1", "h2", "h3"].iter().zip(&stores) {
+        if *h != copied[0] {
+            assert_eq!(&sb.store_paths(h), before, "{h}'s store changed: {stderr}");
+        }
+        assert_eq!(sb.current_system(h), None, "{h} was activated: {stderr}");
+    }
+}
