@@ -122,6 +122,12 @@ fn evaluations(
 ) -> mpsc::UnboundedReceiver<(Arc<Host>, Option<String>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     for (host, path) in targets {
+        // Hosts whose evaluation is already over are queued at once, so they all go into the
+        // first build together.
+        if host.evaluation != crate::fleet::Evaluation::Deferred {
+            let _ = tx.send((host, path));
+            continue;
+        }
         let tx = tx.clone();
         tokio::spawn(async move {
             let host = host.evaluated().await;
