@@ -4,7 +4,8 @@
 //! Three parts hand hosts on through channels: the evaluation watchers (one per host, each
 //! waiting for that host's toplevel), the build coordinator (one `nix build` for every host
 //! ready at that moment, up to [`BUILDS_AT_ONCE`] at a time), and the tails (copy, keys before,
-//! activation, keys after: one task per host, at most `--parallel` at once). Every stage calls
+//! activation, keys after: one task per host, at most `--parallel` at once; with `via: "cache"`
+//! the push to the cache is one collective stage before them). Every stage calls
 //! the same step function as the primitive of that name, with the one host (or the batch), so
 //! events and the journal read as they do for `build`, `copy`, `upload_keys` and `activate`.
 
@@ -204,21 +205,22 @@ async fn tails<A: Send + 'static>(
     done: Done<A>,
 ) {
     let gate = Arc::new(Semaphore::new(ctx.options.parallel.max(1)));
-    let start = |host: Arc<Host>, path: String, copy: bool| {
+    let start = |host: Arc<Host>, path: String| {
         let (ctx, pipeline, gate, done) =
             (ctx.clone(), pipeline.clone(), gate.clone(), done.clone());
         tokio::spawn(async move {
-            let r = tail(&ctx, &pipeline, &gate, &host, path, copy).await;
+            let r = tail(&ctx, &pipeline, &gate, &host, path).await;
             let _ = done.send((host, r));
         });
     };
     if pipeline.copy.via != Via::Cache {
         while let Some((host, path)) = built.recv().await {
-            start(host, path, true);
+            start(host, path);
         }
         return;
     }
-    // The cache is pushed to once, with the union of the closures: every build first.
+    // The cache is pushed to once, with the union of the closures: every build first. Then
+    // each host substitutes from it and goes on at its own pace.
     let mut all = Vec::new();
     while let Some(item) = built.recv().await {
         all.push(item);
@@ -226,47 +228,35 @@ async fn tails<A: Send + 'static>(
     if all.is_empty() {
         return;
     }
-    let paths: BTreeMap<String, String> = all
-        .iter()
-        .map(|(h, p)| (h.name.to_string(), p.clone()))
-        .collect();
-    let copied = match not_stopping(&ctx, Stage::Copy) {
-        Ok(()) => super::copy(&ctx, all.clone(), pipeline.copy.clone())
+    let pushed = match not_stopping(&ctx, Stage::Copy) {
+        Ok(()) => super::cache::push_to_caches(&ctx, &all)
             .await
             .map_err(|e| Stage::Copy.failed(format!("{e:#}"))),
         Err(e) => Err(e),
     };
-    match copied {
+    match pushed {
         Err(e) => {
             for (host, _) in all {
                 let _ = done.send((host, Err(e.clone())));
             }
         }
-        Ok(results) => {
-            for (host, r) in results {
-                match passed(Stage::Copy, r) {
-                    Ok(_) => {
-                        let path = paths.get(host.name.as_str()).cloned().unwrap_or_default();
-                        start(host, path, false);
-                    }
-                    Err(e) => {
-                        let _ = done.send((host, Err(e)));
-                    }
-                }
+        Ok(()) => {
+            for (host, path) in all {
+                start(host, path);
             }
         }
     }
 }
 
-/// One host after its build: copy (unless done collectively), keys before, activation, keys
-/// after, holding one of the `--parallel` places throughout.
+/// One host after its build: copy (with `via: "cache"`, its fetch from the cache pushed to
+/// already), keys before, activation, keys after, holding one of the `--parallel` places
+/// throughout.
 async fn tail<A>(
     ctx: &Arc<Context>,
     pipeline: &Pipeline<A>,
     gate: &Arc<Semaphore>,
     host: &Arc<Host>,
     path: String,
-    copy: bool,
 ) -> Result<Outcome<A>, String> {
     let _place = gate
         .clone()
@@ -274,13 +264,15 @@ async fn tail<A>(
         .await
         .expect("semaphore is never closed");
     let one = vec![(host.clone(), path.clone())];
-    if copy {
-        not_stopping(ctx, Stage::Copy)?;
-        let copied = super::copy(ctx, one, pipeline.copy.clone())
+    not_stopping(ctx, Stage::Copy)?;
+    let copied = if pipeline.copy.via == Via::Cache {
+        super::cache::fetch_from_caches(ctx, one, pipeline.copy.clone()).await
+    } else {
+        super::copy(ctx, one, pipeline.copy.clone())
             .await
-            .map_err(|e| Stage::Copy.failed(format!("{e:#}")))?;
-        only(Stage::Copy, copied)?;
-    }
+            .map_err(|e| Stage::Copy.failed(format!("{e:#}")))?
+    };
+    only(Stage::Copy, copied)?;
     if let Some(keys) = pipeline.keys_before.get(host.name.as_str()) {
         not_stopping(ctx, Stage::KeysBefore)?;
         let uploaded = crate::keys::upload(ctx, vec![(host.clone(), keys.clone())]).await;

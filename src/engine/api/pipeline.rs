@@ -43,8 +43,8 @@ pub mod api {
     /// (all its profiles) → `upload_keys` (post-activation) on its own. Hosts whose evaluation
     /// finishes at the same moment are built by one Nix invocation; at most `--parallel` hosts
     /// are between copy and activation at once. Events and the journal show the same steps as
-    /// the separate primitives. `via: "cache"` pushes once for every host, so there the copy
-    /// waits for every build, and each host is activated once the collective copy is done.
+    /// the separate primitives. `via: "cache"` pushes once for every host, so there the push
+    /// waits for every build; then each host substitutes from the cache and goes on alone.
     /// A host already in a report (from `build`, say) counts as built at the report's path.
     ///
     /// Returns one report, step `"deploy"`, whose entries are like `activate`'s (`path`,
