@@ -372,6 +372,18 @@ fn catalogue() -> Vec<Case> {
             "has no binary cache in the inventory",
         ),
         rb(
+            "deploy: a profile no host has",
+            "deploy(hosts(), #{ profile: \"nope\" });\n",
+            "bad.rhai:1:1",
+            "deploy: host ",
+        ),
+        rb(
+            "deploy: a specialisation with a named profile",
+            "deploy(hosts(), #{ profile: \"app\", specialisation: \"rescue\" });\n",
+            "bad.rhai:1:1",
+            "deploy: `specialisation` is about the system",
+        ),
+        rb(
             "deploy: build on an unknown builder",
             "deploy(hosts(), #{ on: #{ \"web-1\": \"nowhere\" } });\n",
             "bad.rhai:1:1",

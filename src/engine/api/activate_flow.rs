@@ -41,14 +41,15 @@ impl Which {
         })
     }
 
-    /// A named profile must exist on every host it is asked of: an error before any host.
-    pub(crate) fn check(&self, items: &[(Arc<Host>, String)]) -> Result<(), Box<EvalAltResult>> {
+    /// A named profile must exist on every host it is asked of: an error (of the primitive
+    /// `what`) before any host.
+    pub(crate) fn check(&self, what: &str, hosts: &[Arc<Host>]) -> Result<(), Box<EvalAltResult>> {
         if let Which::Named(name) = self {
-            for (host, _) in items {
+            for host in hosts {
                 if !host.profiles.iter().any(|p| &p.name == name) {
                     let known = host.profiles.iter().map(|p| p.name.as_str());
                     return Err(format!(
-                        "activate: host {}: {}",
+                        "{what}: host {}: {}",
                         host.name,
                         crate::fleet::unknown_profile(name, known)
                     )

@@ -163,7 +163,8 @@ pub mod api {
         let choice = activate_options(&mut opts)?;
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
-        choice.which.check(&items)?;
+        let hosts: Vec<_> = items.iter().map(|(h, _)| h.clone()).collect();
+        choice.which.check("activate", &hosts)?;
         let results = api
             .ctx
             .runtime

@@ -72,11 +72,7 @@ pub mod api {
         let targets = targets_as_selected(&api.ctx, &hosts)?;
         let selected: Vec<_> = targets.iter().map(|(h, _)| h.clone()).collect();
         // What can be checked without the toplevels is checked before any host is touched.
-        let unbuilt: Vec<_> = selected
-            .iter()
-            .map(|h| (h.clone(), String::new()))
-            .collect();
-        choice.which.check(&unbuilt)?;
+        choice.which.check("deploy", &selected)?;
         if copy.via == steps::Via::Cache {
             steps::check_caches(&selected).map_err(|e| format!("deploy: {e:#}"))?;
         }
