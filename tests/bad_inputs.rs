@@ -341,6 +341,54 @@ fn catalogue() -> Vec<Case> {
             "bad.rhai:1:1",
             "magic_rolback",
         ),
+        rb(
+            "deploy: misspelled option",
+            "deploy(hosts(), #{ magic_rolback: false });\n",
+            "bad.rhai:1:1",
+            "deploy: unknown option `magic_rolback`",
+        ),
+        rb(
+            "deploy: keys not a bool",
+            "deploy(hosts(), #{ keys: \"yes\" });\n",
+            "bad.rhai:1:1",
+            "deploy: option `keys` must be a bool",
+        ),
+        rb(
+            "deploy: unknown mode",
+            "deploy(hosts(), #{ mode: \"swtich\" });\n",
+            "bad.rhai:1:1",
+            "swtich",
+        ),
+        rb(
+            "deploy: copy via an unknown route",
+            "deploy(hosts(), #{ via: \"ftp\" });\n",
+            "bad.rhai:1:1",
+            "deploy: option `via` must be \"direct\", \"cache\" or \"import\", found \"ftp\"",
+        ),
+        rb(
+            "deploy: via cache with no cache in the inventory",
+            "deploy(hosts(), #{ via: \"cache\" });\n",
+            "bad.rhai:1:1",
+            "has no binary cache in the inventory",
+        ),
+        rb(
+            "deploy: a profile no host has",
+            "deploy(hosts(), #{ profile: \"nope\" });\n",
+            "bad.rhai:1:1",
+            "deploy: host ",
+        ),
+        rb(
+            "deploy: a specialisation with a named profile",
+            "deploy(hosts(), #{ profile: \"app\", specialisation: \"rescue\" });\n",
+            "bad.rhai:1:1",
+            "deploy: `specialisation` is about the system",
+        ),
+        rb(
+            "deploy: build on an unknown builder",
+            "deploy(hosts(), #{ on: #{ \"web-1\": \"nowhere\" } });\n",
+            "bad.rhai:1:1",
+            "deploy: unknown builder `nowhere` for web-1",
+        ),
         // ---- runbooks: libraries ----
         rb(
             "import not found",

@@ -27,21 +27,48 @@ pub async fn copy_via_cache(
     items: Vec<(Arc<Host>, String)>,
     opts: CopyOptions,
 ) -> anyhow::Result<Vec<HostResult<Copied>>> {
-    group_by_cache(&items, &[])?;
+    push_to_caches(ctx, &items).await?;
+    Ok(fetch_from_caches(ctx, items, opts).await)
+}
+
+/// The collective half of [`copy_via_cache`]: signs and pushes to each host's cache what some
+/// host still lacks, once for all of them.
+pub async fn push_to_caches(
+    ctx: &Arc<Context>,
+    items: &[(Arc<Host>, String)],
+) -> anyhow::Result<()> {
+    group_by_cache(items, &[])?;
     // Only the systems some host still lacks go to the cache: a redeploy of hosts that already
     // run their systems pushes nothing, even to an empty cache.
-    let lacking = hosts_lacking(ctx, &items).await;
-    let groups = group_by_cache(&items, &lacking)?;
+    let lacking = hosts_lacking(ctx, items).await;
+    let groups = group_by_cache(items, &lacking)?;
     for (cache, paths) in &groups {
         prepare_cache(ctx, cache, paths).await?;
     }
+    Ok(())
+}
+
+/// The per-host half of [`copy_via_cache`], once [`push_to_caches`] is done: each host
+/// substitutes its closure from its cache (the `copy` step), or is copied to directly.
+pub async fn fetch_from_caches(
+    ctx: &Arc<Context>,
+    items: Vec<(Arc<Host>, String)>,
+    opts: CopyOptions,
+) -> Vec<HostResult<Copied>> {
     let c = ctx.clone();
-    Ok(fan_out_paths(ctx, items, "copy", move |host, path| {
+    fan_out_paths(ctx, items, "copy", move |host, path| {
         let ctx = c.clone();
         let opts = opts.clone();
         async move { fetch_one(&ctx, &host, &path, &opts).await }
     })
-    .await)
+    .await
+}
+
+/// Errors, before any host is contacted, when one of `hosts` has no binary cache to copy through.
+pub fn check_caches(hosts: &[Arc<Host>]) -> anyhow::Result<()> {
+    let items: Vec<(Arc<Host>, String)> =
+        hosts.iter().map(|h| (h.clone(), String::new())).collect();
+    group_by_cache(&items, &[]).map(|_| ())
 }
 
 /// For each item, whether its host may lack its system (it neither runs it nor has it in its

@@ -7,13 +7,16 @@ mod copy;
 pub mod diff;
 mod exec;
 mod import;
+mod pipeline;
 mod profiles;
 mod reboot;
 mod specialisation;
 
 pub use build::{build, BuildOptions, Built};
+pub use cache::check_caches;
 pub use copy::{check_signing_keys, copy, missing_paths, Copied, CopyOptions, Via};
 pub use exec::{exec, ExecOptions, Executed};
+pub use pipeline::{deploy, Activation, Pipeline};
 pub use profiles::{
     activate_profiles, PickProfiles, ProfileActivated, ProfileOptions, ProfileState,
 };

@@ -41,14 +41,15 @@ impl Which {
         })
     }
 
-    /// A named profile must exist on every host it is asked of: an error before any host.
-    pub(crate) fn check(&self, items: &[(Arc<Host>, String)]) -> Result<(), Box<EvalAltResult>> {
+    /// A named profile must exist on every host it is asked of: an error (of the primitive
+    /// `what`) before any host.
+    pub(crate) fn check(&self, what: &str, hosts: &[Arc<Host>]) -> Result<(), Box<EvalAltResult>> {
         if let Which::Named(name) = self {
-            for (host, _) in items {
+            for host in hosts {
                 if !host.profiles.iter().any(|p| &p.name == name) {
                     let known = host.profiles.iter().map(|p| p.name.as_str());
                     return Err(format!(
-                        "activate: host {}: {}",
+                        "{what}: host {}: {}",
                         host.name,
                         crate::fleet::unknown_profile(name, known)
                     )
@@ -78,7 +79,7 @@ pub(crate) const REBOOT_TIMEOUT: std::time::Duration = std::time::Duration::from
 
 /// `activate(..., #{ reboot: true })`: reboots the hosts whose activation succeeded and
 /// records the reboot in their entries; a host that does not come back fails.
-pub(crate) async fn reboot_after(
+async fn reboot_after(
     ctx: &Arc<crate::context::Context>,
     results: Vec<crate::steps::HostResult<ActivatedHost>>,
     timeout: std::time::Duration,
@@ -110,6 +111,40 @@ pub(crate) async fn reboot_after(
         .collect()
 }
 
+/// `activate` as its options chose: the specialisation resolved on every host first (a host
+/// without it fails before anything is switched), every host's profiles activated, then the
+/// reboot when asked for.
+pub(crate) async fn activate_chosen(
+    ctx: &Arc<crate::context::Context>,
+    mut items: Vec<(Arc<Host>, String)>,
+    choice: &super::deploy_options::ActivateChoice,
+) -> Vec<crate::steps::HostResult<ActivatedHost>> {
+    let mut unknown = Vec::new();
+    if let Some(name) = &choice.specialisation {
+        let resolved = crate::steps::specialisation(ctx, items, name).await;
+        items = Vec::new();
+        for (host, r) in resolved {
+            match r {
+                Ok(o) => items.push((host, o.value)),
+                Err(e) => unknown.push((host, Err(e))),
+            }
+        }
+    }
+    let mut results = activate_all(
+        ctx,
+        items,
+        choice.base.clone(),
+        choice.given.clone(),
+        choice.which.clone(),
+    )
+    .await;
+    results.extend(unknown);
+    if choice.reboot {
+        results = reboot_after(ctx, results, REBOOT_TIMEOUT).await;
+    }
+    results
+}
+
 /// Hosts whose system activation shares one set of options.
 type SystemGroup = (crate::activation::ActivateOptions, Vec<(Arc<Host>, String)>);
 
@@ -118,7 +153,7 @@ type HostOutcome = Result<crate::steps::Outcome<ActivatedHost>, String>;
 /// `activate` over every host: the profiles that come before the system, the system (grouped
 /// by the inventory's rollback and timeout settings), then the profiles after it. A host whose
 /// step fails takes no further step.
-pub(crate) async fn activate_all(
+async fn activate_all(
     ctx: &Arc<crate::context::Context>,
     items: Vec<(Arc<Host>, String)>,
     base: crate::activation::ActivateOptions,

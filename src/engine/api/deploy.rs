@@ -4,18 +4,16 @@ use rhai::plugin::*;
 
 use super::{targets, Report};
 
-pub(crate) use super::activate_flow::{activate_all, reboot_after, Given, Which, REBOOT_TIMEOUT};
+pub(crate) use super::activate_flow::{activate_chosen, REBOOT_TIMEOUT};
 
 /// Building, copying and activating systems.
 #[export_module]
 pub mod api {
-    use std::collections::BTreeMap;
-
+    use super::super::deploy_options::{activate_options, build_options, copy_options};
     use super::super::options::Options;
-    use super::super::{api, call_site, fail, targets, Report};
+    use super::super::{api, call_site, targets, Report};
     use super::{all_hosts_of, record, with_paths};
-    use crate::activation::{self, ActivateOptions, ConfirmMode, Mode, OnRefusal};
-    use crate::fleet::BuildOn;
+    use crate::activation;
     use crate::steps;
 
     /// Builds the systems of the hosts — ONE Nix invocation for all hosts built here, remote
@@ -45,48 +43,16 @@ pub mod api {
     ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("build", options);
-        let mut build_on = BTreeMap::new();
-        if let Some(on) = opts.raw("on") {
-            let Some(map) = on.try_cast::<rhai::Map>() else {
-                return fail("build: option `on` must be a map of host name to \"local\", \"target\" or a builder name");
-            };
-            for (name, place) in map {
-                let place = place
-                    .into_string()
-                    .map_err(|t| format!("build: `on.{name}` must be a string, found {t}"))?;
-                let place = match place.as_str() {
-                    "local" => BuildOn::Local,
-                    "target" => BuildOn::Target,
-                    b if api.ctx.inventory.builders.contains_key(b) => {
-                        BuildOn::Builder(b.to_string())
-                    }
-                    b => {
-                        let known: Vec<&str> = api
-                            .ctx
-                            .inventory
-                            .builders
-                            .keys()
-                            .map(String::as_str)
-                            .collect();
-                        return fail(format!(
-                            "build: unknown builder `{b}` for {name}; builders: {}",
-                            known.join(", ")
-                        ));
-                    }
-                };
-                build_on.insert(name.to_string(), place);
-            }
-        }
+        let build_opts = build_options(&api.ctx, &mut opts)?;
         opts.finish()?;
         let hosts: Vec<_> = targets(&api.ctx, &hosts)?
             .into_iter()
             .map(|(h, _)| h)
             .collect();
-        let results = api.ctx.runtime.block_on(steps::build(
-            &api.ctx,
-            &hosts,
-            &steps::BuildOptions { build_on },
-        ));
+        let results = api
+            .ctx
+            .runtime
+            .block_on(steps::build(&api.ctx, &hosts, &build_opts));
         Ok(record(
             &api,
             Report::from_results("build", call_site(&ctx), results, |b| Some(b.path.clone())),
@@ -130,21 +96,13 @@ pub mod api {
     ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("copy", options);
-        let substitute = opts.bool("substitute")?;
-        let via = match opts.string("via")? {
-            Some(v) => steps::Via::parse(&v).map_err(|e| format!("copy: {e}"))?,
-            None => steps::Via::Direct,
-        };
+        let copy_opts = copy_options(&mut opts)?;
         opts.finish()?;
         let items = with_paths(&targets(&api.ctx, &built)?);
         let results = api
             .ctx
             .runtime
-            .block_on(steps::copy(
-                &api.ctx,
-                items,
-                steps::CopyOptions { substitute, via },
-            ))
+            .block_on(steps::copy(&api.ctx, items, copy_opts))
             .map_err(|e| format!("copy: {e:#}"))?;
         Ok(record(
             &api,
@@ -202,90 +160,15 @@ pub mod api {
     ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
         let mut opts = Options::new("activate", options);
-        let mut o = ActivateOptions::default();
-        let mut given = super::Given::default();
-        if let Some(mode) = opts.string("mode")? {
-            o.mode = Mode::parse(&mode).map_err(|e| format!("activate: {e}"))?;
-        }
-        if let Some(m) = opts.bool("magic_rollback")? {
-            o.magic_rollback = m;
-            given.magic_rollback = Some(m);
-        }
-        given.auto_rollback = opts.bool("auto_rollback")?;
-        if let Some(t) = opts.seconds("confirm_timeout")? {
-            o.confirm_timeout = t;
-            given.confirm_timeout = Some(t);
-        }
-        if let Some(t) = opts.seconds("activation_timeout")? {
-            o.activation_timeout = t;
-            given.activation_timeout = Some(t);
-        }
-        if let Some(t) = opts.seconds("settle")? {
-            o.settle = t;
-        }
-        if let Some(r) = opts.string("on_refusal")? {
-            o.on_refusal = OnRefusal::parse(&r).map_err(|e| format!("activate: {e}"))?;
-        }
-        if let Some(c) = opts.string("confirm")? {
-            o.confirm = match c.as_str() {
-                "auto" => ConfirmMode::Auto,
-                "manual" => ConfirmMode::Manual,
-                other => {
-                    return fail(format!(
-                    "activate: option `confirm` must be \"auto\" or \"manual\", found \"{other}\""
-                ))
-                }
-            };
-        }
-        let mut which = super::Which::parse(opts.string("profile")?)?;
-        let specialisation = opts.string("specialisation")?;
-        let reboot = opts.bool("reboot")?.unwrap_or(false);
+        let choice = activate_options(&mut opts)?;
         opts.finish()?;
-        if specialisation.is_some() && matches!(which, super::Which::Named(_)) {
-            return fail("activate: `specialisation` is about the system; it cannot be combined with `profile` naming another profile");
-        }
-        if o.mode != Mode::Switch {
-            // Other profiles have one activation, a switch; boot/test/dry-activate are the
-            // system's alone.
-            match &which {
-                super::Which::Named(name) => {
-                    return fail(format!(
-                        "activate: profile `{name}` can only be activated in mode \"switch\", not \"{}\"",
-                        o.mode.as_str()
-                    ))
-                }
-                _ => which = super::Which::System,
-            }
-        }
-        let mut items = with_paths(&targets(&api.ctx, &built)?);
-        which.check(&items)?;
-        // A specialisation is resolved on every host before anything is switched.
-        let mut unknown = Vec::new();
-        if let Some(name) = &specialisation {
-            let resolved = api
-                .ctx
-                .runtime
-                .block_on(steps::specialisation(&api.ctx, items, name));
-            items = Vec::new();
-            for (host, r) in resolved {
-                match r {
-                    Ok(o) => items.push((host, o.value)),
-                    Err(e) => unknown.push((host, Err(e))),
-                }
-            }
-        }
-        let mut results = api
+        let items = with_paths(&targets(&api.ctx, &built)?);
+        let hosts: Vec<_> = items.iter().map(|(h, _)| h.clone()).collect();
+        choice.which.check("activate", &hosts)?;
+        let results = api
             .ctx
             .runtime
-            .block_on(super::activate_all(&api.ctx, items, o, given, which));
-        results.extend(unknown);
-        if reboot {
-            results = api.ctx.runtime.block_on(super::reboot_after(
-                &api.ctx,
-                results,
-                super::REBOOT_TIMEOUT,
-            ));
-        }
+            .block_on(super::activate_chosen(&api.ctx, items, &choice));
         Ok(record(
             &api,
             Report::from_results("activate", call_site(&ctx), results, |a| {

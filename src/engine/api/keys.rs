@@ -74,32 +74,7 @@ pub mod api {
             .into_iter()
             .map(|(h, _)| h)
             .collect();
-        let mut specs = Vec::new();
-        for h in &hosts {
-            let mut mine = Vec::new();
-            for (name, value) in &h.keys {
-                let spec = KeySpec::parse(value, Some(name))
-                    .map_err(|e| format!("host {}: {e}", h.name))?;
-                spec.check_source()
-                    .map_err(|e| format!("host {}: {e}", h.name))?;
-                if spec.upload_at == when {
-                    mine.push(spec);
-                }
-            }
-            specs.push((h.clone(), mine));
-        }
-        let mut items = Vec::new();
-        for (h, mine) in specs {
-            if mine.is_empty() {
-                continue;
-            }
-            let mut loaded = Vec::new();
-            for spec in mine {
-                let secret = spec.read().map_err(|e| format!("host {}: {e}", h.name))?;
-                loaded.push((spec, secret));
-            }
-            items.push((h, Arc::new(loaded)));
-        }
+        let items = keys::inventory_keys(&hosts, when)?;
         let results = api.ctx.runtime.block_on(keys::upload(&api.ctx, items));
         Ok(record(
             &api,

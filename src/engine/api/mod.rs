@@ -3,10 +3,12 @@
 
 mod activate_flow;
 pub mod deploy;
+mod deploy_options;
 pub mod gates;
 pub mod inventory;
 pub mod keys;
 mod options;
+pub mod pipeline;
 pub mod plan;
 pub mod probes;
 pub mod remote;
@@ -74,6 +76,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_global_module(rhai::exported_module!(remote::api).into());
     engine.register_global_module(rhai::exported_module!(gates::api).into());
     engine.register_global_module(rhai::exported_module!(keys::api).into());
+    engine.register_global_module(rhai::exported_module!(pipeline::api).into());
     engine.register_global_module(rhai::exported_module!(probes::api).into());
     engine.register_global_module(rhai::exported_module!(plan::api).into());
 }

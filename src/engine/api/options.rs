@@ -21,6 +21,11 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// The primitive whose options these are (errors start with it).
+    pub fn what(&self) -> &str {
+        self.what
+    }
+
     fn take(&mut self, key: &'static str) -> Option<Dynamic> {
         self.known.push(key);
         self.map.get(key).cloned().filter(|v| !v.is_unit())
