@@ -131,6 +131,15 @@ impl Host {
         }
     }
 
+    /// This host evaluated (or failed), if its evaluation is over already; `None` while the
+    /// background pass is still at it.
+    pub fn evaluated_now(self: &Arc<Self>) -> Option<Arc<Host>> {
+        match &self.evaluation {
+            Evaluation::Pending(slot) => slot.get(),
+            _ => Some(self.clone()),
+        }
+    }
+
     /// [`Host::evaluated`] for code outside the async runtime (the Rhai engine's thread):
     /// blocks the calling thread until the host's evaluation is over.
     pub fn evaluated_blocking(self: &Arc<Self>) -> Arc<Host> {

@@ -173,24 +173,17 @@ impl Request<'_> {
     }
 }
 
-/// The batches of `hosts` for `jobs` evaluators, smallest first: each evaluator's first batch
-/// is one host, so the first systems reach their build and copy after one host's evaluation;
-/// batch sizes then double, up to an even share and [`MAX_BATCH`], so a large fleet still
-/// shares each evaluator's start-up (the flake, nixpkgs) over many hosts.
+/// The batches of `hosts` for `jobs` evaluators: each evaluator's first batch is one host, so
+/// the first systems reach their build and copy after one host's evaluation; the rest go in
+/// batches of an even share of the hosts (at most [`MAX_BATCH`]), so each evaluator's start-up
+/// (the flake, nixpkgs, a heap grown for one configuration) serves many hosts.
 fn batches(hosts: &[String], jobs: usize) -> VecDeque<Vec<String>> {
     let jobs = jobs.max(1);
-    let largest = hosts.len().div_ceil(jobs).clamp(1, MAX_BATCH);
-    let mut queue = VecDeque::new();
-    let (mut size, mut at, mut round) = (1, 0, 0);
-    while at < hosts.len() {
-        let end = (at + size).min(hosts.len());
-        queue.push_back(hosts[at..end].to_vec());
-        at = end;
-        round += 1;
-        if round % jobs == 0 {
-            size = (size * 2).min(largest);
-        }
-    }
+    let first = jobs.min(hosts.len());
+    let mut queue: VecDeque<Vec<String>> = hosts[..first].iter().map(|h| vec![h.clone()]).collect();
+    let rest = &hosts[first..];
+    let size = rest.len().div_ceil(jobs).clamp(1, MAX_BATCH);
+    queue.extend(rest.chunks(size).map(<[_]>::to_vec));
     queue
 }
 
@@ -338,11 +331,12 @@ mod tests {
     }
 
     #[test]
-    fn batches_start_with_one_host_per_evaluator_and_grow_to_an_even_share() {
+    fn batches_start_with_one_host_per_evaluator_then_take_an_even_share() {
         let hosts: Vec<String> = (1..=40).map(|i| format!("h{i}")).collect();
         let sizes: Vec<usize> = batches(&hosts, 2).iter().map(Vec::len).collect();
-        assert_eq!(sizes[..6], [1, 1, 2, 2, 4, 4]);
-        assert!(sizes.iter().all(|&n| n <= MAX_BATCH));
+        assert_eq!(sizes, [1, 1, 16, 16, 6]);
+        let sizes32: Vec<usize> = batches(&hosts[..32], 2).iter().map(Vec::len).collect();
+        assert_eq!(sizes32, [1, 1, 15, 15]);
         assert_eq!(sizes.iter().sum::<usize>(), 40, "every host once");
         let flat: Vec<String> = batches(&hosts, 2).into_iter().flatten().collect();
         assert_eq!(flat, hosts, "in order");

@@ -125,7 +125,7 @@ fn evaluations(
     for (host, path) in targets {
         // Hosts whose evaluation is already over are queued at once, so they all go into the
         // first build together.
-        if host.evaluation != crate::fleet::Evaluation::Deferred {
+        if let Some(host) = host.evaluated_now() {
             let _ = tx.send((host, path));
             continue;
         }
