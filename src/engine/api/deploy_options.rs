@@ -35,9 +35,13 @@ pub(crate) fn build_options(
                 b => {
                     let known: Vec<&str> =
                         ctx.inventory.builders.keys().map(String::as_str).collect();
-                    return fail(format!(
-                        "{what}: unknown builder `{b}` for {name}; builders: {}",
+                    let known = if known.is_empty() {
+                        "the inventory defines none (nixdeploy.builders)".to_string()
+                    } else {
                         known.join(", ")
+                    };
+                    return fail(format!(
+                        "{what}: unknown builder `{b}` for {name}; use \"local\", \"target\" or a builder; builders: {known}"
                     ));
                 }
             };
