@@ -122,6 +122,10 @@ pub struct Context {
     pub armed: Mutex<HashMap<HostName, Armed>>,
     /// Keys uploaded before their owner existed: `(path, user, group)` per host.
     pub pending_owners: Mutex<HashMap<HostName, Vec<PendingOwner>>>,
+    /// What an activation found a host already running, so nothing to do: the system and its
+    /// profile's generation. The journal records such a host from this instead of asking it
+    /// again at the end of the run.
+    pub found_unchanged: Mutex<HashMap<HostName, (String, Option<u32>)>>,
 }
 
 impl Context {

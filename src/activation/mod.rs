@@ -146,6 +146,10 @@ async fn unchanged(
     // Keys uploaded before this (non-)activation still get their owner, or an error.
     if !ctx.options.dry_run {
         crate::keys::fix_owners(ctx, host).await?;
+        ctx.found_unchanged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.name.clone(), (value.path.clone(), value.generation));
     }
     let message = format!("already runs {}", value.path);
     Ok(Outcome::skipped(value, message))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::Context;
-use crate::fleet::Host;
+use crate::fleet::{Host, HostName};
 use crate::journal::{Journal, Record, RunMeta, State};
 use crate::report::{Event, FinalState, HostRecord, Sink};
 use crate::transport::quote;
@@ -93,6 +93,7 @@ fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record>
         let flake = meta.flake.clone();
         let revision = tokio::task::spawn_blocking(move || flake_revision(&flake));
         let mut probing = tokio::task::JoinSet::new();
+        let mut probes_known = Vec::new();
         for (i, (name, rec)) in hosts.iter().enumerate() {
             let Some(host) = ctx
                 .inventory
@@ -104,12 +105,18 @@ fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record>
             };
             // A host whose toplevel never evaluated was never contacted: nothing to probe.
             let host = host.evaluated().await;
-            if host.not_evaluated().is_none() {
+            // A host left unchanged was seen running its system moments ago: no second look.
+            if let Some(seen) = unchanged_as_seen(ctx, name, rec) {
+                probes_known.push((i, seen));
+            } else if host.not_evaluated().is_none() {
                 let ctx = ctx.clone();
                 probing.spawn(async move { (i, probe(&ctx, &host).await) });
             }
         }
         let mut probes: Vec<Probed> = hosts.iter().map(|_| Probed::default()).collect();
+        for (i, seen) in probes_known {
+            probes[i] = seen;
+        }
         while let Some(done) = probing.join_next().await {
             if let Ok((i, probed)) = done {
                 probes[i] = probed;
@@ -195,6 +202,21 @@ fn parse_probe(stdout: &str) -> Probed {
         }
     }
     probed
+}
+
+/// What the journal records of a host that ended unchanged, from what its activation saw.
+fn unchanged_as_seen(ctx: &Context, name: &HostName, rec: &HostRecord) -> Option<Probed> {
+    if rec.state != FinalState::Unchanged {
+        return None;
+    }
+    let seen = ctx.found_unchanged.lock().ok()?.get(name).cloned()?;
+    let (system, generation) = seen;
+    Some(Probed {
+        reached: true,
+        current: Some(system),
+        replaced: None,
+        generation: generation.map(u64::from),
+    })
 }
 
 /// `system-7-link` → 7.

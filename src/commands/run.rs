@@ -219,6 +219,7 @@ pub fn make_context(
         locks: Default::default(),
         armed: Default::default(),
         pending_owners: Default::default(),
+        found_unchanged: Default::default(),
         inventory,
     };
     Ok(Arc::new(ctx))
