@@ -68,3 +68,47 @@ fn a_deploy_and_a_rolled_back_deploy_are_both_journalled_with_their_states() {
     assert!(second["message"].is_string(), "{second}");
     assert_ne!(first["run_id"], second["run_id"]);
 }
+
+#[test]
+fn an_unchanged_host_is_journalled_with_its_system_generation_and_the_flakes_commit() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = common::Sandbox::up(1);
+    // The sandbox flake as a clean git work tree: its commit is the run's flake revision.
+    let repo = sb.dir().join("flake");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(&repo)
+            .args(["-c", "user.email=t@example.org", "-c", "user.name=t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "fleet"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let (flake, runbook) = (repo.display().to_string(), apply());
+    let run = || {
+        sb.nixdeploy(&["run", runbook.as_str(), "--flake", flake.as_str()])
+            .output()
+            .assert_success();
+    };
+    run();
+    run();
+
+    let records = sb.nixdeploy(&["log", "h1", "--json"]).output().json_lines();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let (first, second) = (&records[0], &records[1]);
+    assert_eq!(first["state"], "deployed");
+    assert_eq!(second["state"], "unchanged");
+    let running = sb.current_system("h1").expect("h1 runs its system");
+    assert_eq!(second["path_before"].as_str(), Some(running.as_str()));
+    assert_eq!(second["path_after"].as_str(), Some(running.as_str()));
+    assert_eq!(second["generation"], first["generation"], "{second}");
+    assert!(second["generation"].as_u64().is_some(), "{second}");
+    assert_eq!(second["flake_revision"].as_str(), Some(commit.as_str()));
+}

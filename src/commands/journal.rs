@@ -14,8 +14,6 @@ use crate::transport::quote;
 /// How long the end-of-run probe of one host may take; a host that does not answer in time
 /// is journalled without its paths rather than holding up the run.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long `nix flake metadata` may take before the revision is left out.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a host showed when the run ended.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -88,10 +86,8 @@ pub fn journal_run(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) {
 fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record> {
     let mut meta = meta.clone();
     let hosts = ctx.reporter.recorder().hosts();
-    // Every touched host is probed at once, while Nix reads the flake's revision.
-    let (revision, probes) = ctx.runtime.block_on(async {
-        let flake = meta.flake.clone();
-        let revision = tokio::task::spawn_blocking(move || flake_revision(&flake));
+    // Every touched host is probed at once.
+    let probes = ctx.runtime.block_on(async {
         let mut probing = tokio::task::JoinSet::new();
         let mut probes_known = Vec::new();
         for (i, (name, rec)) in hosts.iter().enumerate() {
@@ -122,9 +118,9 @@ fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record>
                 probes[i] = probed;
             }
         }
-        (revision.await.ok().flatten(), probes)
+        probes
     });
-    meta.flake_revision = revision;
+    meta.flake_revision = ctx.inventory.flake_revision();
     hosts
         .into_iter()
         .zip(probes)
@@ -234,45 +230,6 @@ async fn probe(ctx: &Context, host: &Host) -> Probed {
         Ok(Ok(out)) if out.success() => parse_probe(&out.stdout),
         _ => Probed::default(),
     }
-}
-
-/// The locked revision of a flake, when `nix flake metadata` knows one quickly.
-fn flake_revision(flake: &str) -> Option<String> {
-    let mut child = std::process::Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command flakes",
-            "flake",
-            "metadata",
-            "--json",
-            "--no-update-lock-file",
-            flake,
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => break,
-            Ok(Some(_)) | Err(_) => return None,
-            Ok(None) if std::time::Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut text).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    value
-        .get("revision")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
 }
 
 #[cfg(test)]

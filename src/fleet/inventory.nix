@@ -204,6 +204,9 @@ in
   # The flake's locked identity: a hash of every file Nix sees (dirty work trees included),
   # which keys nixdeploy's evaluation cache.
   narHash = flake.narHash or null;
+  # The commit of a clean git flake (none for a dirty work tree or a `path:` flake), for the
+  # journal's records.
+  rev = flake.rev or null;
   # Runbook libraries can be imported from flake inputs (`import "flake:INPUT/MODULE"`).
   inputs = mapAttrs (_: i: i.outPath or null) (flake.inputs or { });
 }

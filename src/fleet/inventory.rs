@@ -453,6 +453,13 @@ impl Inventory {
         })
     }
 
+    /// The git commit the flake was read at, when it is a clean git flake (the metadata
+    /// pass's `rev`).
+    pub fn flake_revision(&self) -> Option<String> {
+        let meta = self.metadata.as_ref()?;
+        meta.value["rev"].as_str().map(str::to_string)
+    }
+
     /// The host with this exact name.
     pub fn get(&self, name: &str) -> Option<&Arc<Host>> {
         self.hosts.get(&HostName::new(name))
