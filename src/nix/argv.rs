@@ -104,6 +104,13 @@ pub fn closure_argv(path: &str) -> Vec<String> {
     ]
 }
 
+/// `nix-store --check-validity PATHS`: succeeds when every path is valid in the local store.
+pub fn validity_argv(paths: &[String]) -> Vec<String> {
+    let mut argv = vec!["nix-store".to_string(), "--check-validity".into()];
+    argv.extend(paths.iter().cloned());
+    argv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,5 +5,5 @@ pub mod cache;
 mod process;
 pub mod setup;
 
-pub use argv::{closure_argv, Nix, StoreUri};
+pub use argv::{closure_argv, validity_argv, Nix, StoreUri};
 pub use process::{run_local, LocalOutput};

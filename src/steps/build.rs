@@ -213,6 +213,21 @@ async fn realise_locally(
             })
             .collect());
     }
+    // A redeploy's systems are usually all built already: one cheap validity check (a path on
+    // disk may be a leftover Nix has not registered) instead of a `nix build` that loads
+    // every derivation to find nothing to do.
+    if already.iter().all(|&there| there) && all_valid(hosts).await {
+        return Ok(hosts
+            .iter()
+            .map(|h| {
+                let built = built_of(h, &built_on);
+                (
+                    h.name.to_string(),
+                    Ok(Outcome::skipped(built, "already built")),
+                )
+            })
+            .collect());
+    }
     let (spec, jobs) = match forced {
         Some(name) => {
             let b = ctx
@@ -270,6 +285,18 @@ async fn realise_locally(
         done.insert(h.name.to_string(), r);
     }
     Ok(done)
+}
+
+/// Whether every output the hosts need is a valid path of the local store.
+async fn all_valid(hosts: &[Arc<Host>]) -> bool {
+    let outs: Vec<String> = hosts
+        .iter()
+        .flat_map(|h| to_build(h).into_iter().map(|(_, out)| out))
+        .collect();
+    let quiet = |_: Stream, _: &str| {};
+    run_local(&crate::nix::validity_argv(&outs), &[], &quiet)
+        .await
+        .is_ok_and(|out| out.success())
 }
 
 /// The `(drv, out)` pairs a host needs built here: its system unless it is prebuilt (or it has
