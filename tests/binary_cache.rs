@@ -14,15 +14,6 @@ use serde_json::Value;
 
 const APPLY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/apply.rhai");
 
-fn fresh_revs(sb: &Sandbox) {
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
-}
-
 /// Every narinfo in the cache with its modification time.
 fn cache_contents(sb: &Sandbox) -> BTreeMap<String, SystemTime> {
     fs::read_dir(sb.dir().join("cache"))
@@ -81,7 +72,7 @@ fn a_deploy_through_the_cache_puts_every_host_on_its_system_and_pushes_nothing_t
         return;
     }
     let sb = Sandbox::builder().hosts(3).cache().up();
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let hosts = ["h1", "h2", "h3"];
 
     let dry = deploy_via_cache(&sb, &["--dry-run"]);
@@ -162,7 +153,7 @@ fn hosts_refuse_paths_that_are_unsigned_or_signed_by_another_key() {
     let flake = sb.flake();
 
     // Signed, but with a key the host is not told to trust.
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let other = tempfile::TempDir::new().unwrap();
     let (secret, public) = (other.path().join("sk"), other.path().join("pk"));
     let ok = std::process::Command::new("nix-store")
@@ -187,7 +178,7 @@ fn hosts_refuse_paths_that_are_unsigned_or_signed_by_another_key() {
 
     // Unsigned: the key is right but nixdeploy is given no signing key.
     let sandbox_key = fs::read_to_string(sb.dir().join("cache-key/public")).unwrap();
-    fresh_revs(&sb);
+    sb.fresh_revs();
     sb.edit_fleet(|v| {
         v["cache"]["publicKey"] = serde_json::json!(sandbox_key.trim());
         v["cache"].as_object_mut().unwrap().remove("signingKeyFile");
@@ -209,7 +200,7 @@ fn a_host_that_cannot_reach_the_cache_is_copied_to_directly_and_reported() {
         return;
     }
     let sb = Sandbox::builder().hosts(2).cache().up();
-    fresh_revs(&sb);
+    sb.fresh_revs();
     sb.fault("h2", "no-cache");
     let events = deploy_via_cache(&sb, &[]);
     for h in ["h1", "h2"] {
@@ -264,7 +255,7 @@ fn copy_via_cache_without_a_cache_in_the_inventory_stops_before_touching_a_host(
         return;
     }
     let sb = Sandbox::up(1);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let before = sb.store_paths("h1");
     let out = sb
         .nixdeploy(&["run", APPLY, "--flake", &sb.flake(), "--set", "via=cache"])
@@ -281,7 +272,7 @@ fn the_rolling_runbook_and_nixdeploy_apply_take_via_cache() {
         return;
     }
     let sb = Sandbox::builder().hosts(2).cache().up();
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let rolling = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/rolling.rhai");
     let events = sb
         .nixdeploy(&[
@@ -299,7 +290,7 @@ fn the_rolling_runbook_and_nixdeploy_apply_take_via_cache() {
         assert_eq!(sb.current_system(h), Some(sb.build_toplevel(h)), "{h}");
         assert!(copy_message(&events, h).starts_with("fetched "), "{h}");
     }
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let events = sb
         .nixdeploy(&["apply", "--flake", &sb.flake(), "--via", "cache", "--json"])
         .success()

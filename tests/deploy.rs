@@ -4,19 +4,9 @@
 
 mod common;
 
-use common::{skip_unless_root, unique_rev, Sandbox};
+use common::{skip_unless_root, Sandbox};
 
 const APPLY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/apply.rhai");
-
-/// Gives every host a fresh, never-built generation so each test really builds and copies.
-fn fresh_revs(sb: &Sandbox) {
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
-}
 
 fn hosts(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("h{i}")).collect()
@@ -28,7 +18,7 @@ fn apply_deploys_each_host_its_own_system_and_a_second_run_is_a_no_op() {
         return;
     }
     let sb = Sandbox::up(5);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     sb.nixdeploy(&["run", APPLY, "--flake", &sb.flake()])
         .success();
     let mut systems = std::collections::BTreeSet::new();
@@ -83,7 +73,7 @@ fn on_limits_the_hosts_touched() {
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let untouched_before = sb.store_paths("h2");
     sb.nixdeploy(&["run", APPLY, "--flake", &sb.flake(), "--on", "h1,h3"])
         .success();
@@ -138,7 +128,7 @@ fn unreachable_host_fails_alone_and_the_run_exits_non_zero() {
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     // Take h2 off the network from inside its namespace; it stays down for this test.
     let cut = sb.ssh("h2", "ip link set eth0 down >/dev/null 2>&1 &");
     let _ = cut;

@@ -9,16 +9,6 @@ use serde_json::Value;
 
 const APPLY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks/apply.rhai");
 
-/// Gives every host a fresh, never-built generation so each test really builds and copies.
-fn fresh_revs(sb: &Sandbox) {
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
-}
-
 /// The `evaluated` event of a `--json` run.
 fn evaluated(out: &Outcome) -> Value {
     out.json_lines()
@@ -48,7 +38,7 @@ fn on_evaluates_only_the_selected_hosts_even_when_another_throws() {
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     sb.edit_fleet(|f| f["hosts"]["h2"]["evalError"] = "h2 must never be evaluated".into());
     let flake = sb.flake();
 
@@ -81,7 +71,7 @@ fn an_evaluation_error_on_one_host_leaves_the_others_deployed() {
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     sb.edit_fleet(|f| f["hosts"]["h2"]["evalError"] = "h2 is broken on purpose".into());
     let out = sb
         .nixdeploy(&["run", APPLY, "--flake", &sb.flake(), "--json"])
@@ -123,7 +113,7 @@ fn a_rerun_against_an_unchanged_flake_evaluates_nothing_and_a_change_only_what_i
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let flake = sb.flake();
     let run = |extra: &[&str]| {
         let mut args = vec!["run", APPLY, "--flake", flake.as_str(), "--json"];
@@ -188,7 +178,7 @@ fn a_host_is_deployed_while_another_is_still_being_evaluated() {
     }
     use std::io::{BufRead, Write};
     let sb = Sandbox::up(2);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     // h2's evaluation blocks on a FIFO until this test writes it.
     let gate = sb.dir().parent().unwrap().join("h2-gate");
     let status = std::process::Command::new("mkfifo")

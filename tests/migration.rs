@@ -54,16 +54,6 @@ fn flake_ref(dir: &Path) -> String {
     format!("path:{}", dir.display())
 }
 
-/// A fresh generation for every host, so each test really builds, copies and activates.
-fn fresh_revs(sb: &Sandbox) {
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
-}
-
 /// The colmena fixture: exactly the attributes `colmena.lib.makeHive` returns that a deploy
 /// reads, with every `deployment` option at the value the module system gives it. Reading
 /// `meta.nixpkgs` would fail the evaluation.
@@ -121,7 +111,7 @@ fn a_colmena_hive_deploys_with_apply_honouring_tags_keys_ports_and_allow_apply_a
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let flake = flake_ref(&fixture(&sb, "colmena-fixture", COLMENA));
 
     let hosts = sb
@@ -198,7 +188,7 @@ fn a_local_host_is_deployed_without_any_ssh_connection() {
     // nixdeploy runs inside h1's namespaces (its own /nix, /run and network), so "this
     // machine" is the sandbox host and the real machine's /run/current-system is never touched.
     let sb = Sandbox::up(1);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let hive = COLMENA
         .replace("targetHost = h;", "targetHost = null;")
         .replace(
@@ -315,7 +305,7 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let flake = flake_ref(&fixture(&sb, "deploy-rs-fixture", DEPLOY_RS));
     let hosts = ["h1", "h2", "h3"];
     for h in hosts {
@@ -398,7 +388,7 @@ fn a_prebuilt_store_path_toplevel_is_copied_and_activated_without_a_build() {
         return;
     }
     let sb = Sandbox::up(1);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     let path = sb.build_toplevel("h1");
     let outputs = format!(
         r#"{{ nixdeploy = {{
@@ -724,7 +714,7 @@ fn native_profiles_are_deployed_in_order_with_the_system() {
         return;
     }
     let sb = Sandbox::up(1);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     assert!(sb
         .ssh(
             "h1",

@@ -4,18 +4,8 @@
 
 mod common;
 
-use common::{run, runbook, skip_unless_root, unique_rev, Sandbox};
+use common::{run, runbook, skip_unless_root, Sandbox};
 use serde_json::Value;
-
-/// Gives every host a fresh, never-built generation so each test really builds and copies.
-fn fresh_revs(sb: &Sandbox) {
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
-}
 
 /// The `time` of `host`'s `step` event in state `state`.
 fn time_of(events: &[Value], host: &str, step: &str, state: &str) -> f64 {
@@ -34,7 +24,7 @@ fn deploy_activates_a_fast_host_while_a_slow_hosts_copy_is_still_going() {
         return;
     }
     let sb = Sandbox::up(2);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     // h2's closure is thousands of times larger than h1's: its copy is the slow one.
     sb.edit_fleet(|v| v["hosts"]["h2"]["uniqueKiB"] = serde_json::json!(192 * 1024));
     let book = runbook(
@@ -67,7 +57,7 @@ fn a_host_whose_copy_fails_fails_alone_with_the_stage_named_and_the_others_deplo
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     sb.fault("h2", "readonly-store");
     let book = runbook(
         &sb,
@@ -110,7 +100,7 @@ fn the_first_interrupt_starts_no_new_stage_on_any_host() {
         return;
     }
     let sb = Sandbox::up(3);
-    fresh_revs(&sb);
+    sb.fresh_revs();
     // Copies long enough for the interrupt to arrive while the first one is going on.
     sb.edit_fleet(|v| {
         for (_, h) in v["hosts"].as_object_mut().unwrap() {

@@ -385,6 +385,17 @@ impl Sandbox {
         serde_json::from_str(&text).expect("fleet.json is JSON")
     }
 
+    /// Gives every host a fresh, never-built generation (a [`unique_rev`]), so the next deploy
+    /// really builds, copies and activates.
+    pub fn fresh_revs(&self) {
+        let rev = unique_rev();
+        self.edit_fleet(|v| {
+            for (_, h) in v["hosts"].as_object_mut().expect("fleet.json has hosts") {
+                h["rev"] = serde_json::json!(rev);
+            }
+        });
+    }
+
     /// Edits `fleet.json` in place, e.g.
     /// `sb.edit_fleet(|f| { f["hosts"]["h1"]["behavior"] = "unhealthy".into(); f["hosts"]["h1"]["rev"] = 2.into(); })`.
     pub fn edit_fleet(&self, edit: impl FnOnce(&mut serde_json::Value)) {
