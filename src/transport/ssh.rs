@@ -466,9 +466,15 @@ impl Connection {
         }
     }
 
-    /// Asks the master to exit.
+    /// Ends the master and waits until it is gone: asked over its control socket for its pid
+    /// (the multiplexing protocol's alive check) and sent SIGTERM, on which ssh closes the
+    /// connection and removes the socket — no process per host, as `ssh -O exit` would be. A
+    /// master that cannot be asked is sent `ssh -O exit` instead.
     pub async fn close(&self) {
         if self.session.is_none() {
+            return;
+        }
+        if self.terminate_master().await {
             return;
         }
         let mut argv = vec![
@@ -487,6 +493,46 @@ impl Connection {
             .stderr(Stdio::null())
             .status()
             .await;
+    }
+}
+
+impl Connection {
+    /// SIGTERM to the master behind the control socket, then a wait (at most 2 s) for it to
+    /// be gone; whether it is.
+    async fn terminate_master(&self) -> bool {
+        let Ok(mut mux) = openssh_mux_client::Connection::connect(&self.control).await else {
+            return false;
+        };
+        let Ok(pid) = mux.send_alive_check().await else {
+            return false;
+        };
+        drop(mux);
+        let Ok(pid) = libc::pid_t::try_from(pid.get()) else {
+            return false;
+        };
+        // SAFETY: kill(2) has no memory effects; the pid is the one the master answering on
+        // our own private control socket reported for itself a moment ago.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return false;
+        }
+        for _ in 0..200 {
+            if exited(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+}
+
+/// Whether process `pid` has ended: gone, or a zombie (a daemonized master's parent is init,
+/// which may take its time to reap it).
+fn exited(pid: libc::pid_t) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
 }
 
