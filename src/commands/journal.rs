@@ -89,7 +89,7 @@ fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record>
     // Every touched host is probed at once.
     let probes = ctx.runtime.block_on(async {
         let mut probing = tokio::task::JoinSet::new();
-        let mut probes_known = Vec::new();
+        let mut probes: Vec<Probed> = hosts.iter().map(|_| Probed::default()).collect();
         for (i, (name, rec)) in hosts.iter().enumerate() {
             let Some(host) = ctx
                 .inventory
@@ -103,15 +103,11 @@ fn records(ctx: &Arc<Context>, elapsed: Duration, meta: &RunMeta) -> Vec<Record>
             let host = host.evaluated().await;
             // A host left unchanged was seen running its system moments ago: no second look.
             if let Some(seen) = unchanged_as_seen(ctx, name, rec) {
-                probes_known.push((i, seen));
+                probes[i] = seen;
             } else if host.not_evaluated().is_none() {
                 let ctx = ctx.clone();
                 probing.spawn(async move { (i, probe(&ctx, &host).await) });
             }
-        }
-        let mut probes: Vec<Probed> = hosts.iter().map(|_| Probed::default()).collect();
-        for (i, seen) in probes_known {
-            probes[i] = seen;
         }
         while let Some(done) = probing.join_next().await {
             if let Ok((i, probed)) = done {

@@ -2,7 +2,7 @@
 
 use rhai::plugin::*;
 
-use super::{targets, Report};
+use super::{target_hosts, Report};
 
 pub(crate) use super::activate_flow::{activate_chosen, REBOOT_TIMEOUT};
 
@@ -11,7 +11,7 @@ pub(crate) use super::activate_flow::{activate_chosen, REBOOT_TIMEOUT};
 pub mod api {
     use super::super::deploy_options::{activate_options, build_options, copy_options};
     use super::super::options::Options;
-    use super::super::{api, call_site, targets, Report};
+    use super::super::{api, call_site, target_hosts, targets, Report};
     use super::{all_hosts_of, record, with_paths};
     use crate::activation;
     use crate::steps;
@@ -45,10 +45,7 @@ pub mod api {
         let mut opts = Options::new("build", options);
         let build_opts = build_options(&api.ctx, &mut opts)?;
         opts.finish()?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let results = api
             .ctx
             .runtime
@@ -205,10 +202,7 @@ pub mod api {
         let mut opts = Options::new("reboot", options);
         let timeout = opts.seconds("timeout")?.unwrap_or(super::REBOOT_TIMEOUT);
         opts.finish()?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let results = api
             .ctx
             .runtime
@@ -228,10 +222,7 @@ pub mod api {
     #[rhai_fn(name = "confirm", return_raw)]
     pub fn confirm(ctx: NativeCallContext, hosts: Dynamic) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let results = api
             .ctx
             .runtime
@@ -276,7 +267,7 @@ pub(crate) fn all_hosts_of(
         r.mark_inspected();
         return Ok(r.entries().iter().map(|e| e.host.clone()).collect());
     }
-    Ok(targets(ctx, value)?.into_iter().map(|(h, _)| h).collect())
+    target_hosts(ctx, value)
 }
 
 pub(crate) fn with_paths(t: &super::Targets) -> Vec<(std::sync::Arc<crate::fleet::Host>, String)> {

@@ -8,7 +8,7 @@ pub mod api {
     use std::sync::Arc;
 
     use super::super::deploy::record;
-    use super::super::{api, call_site, fail, targets, Report};
+    use super::super::{api, call_site, fail, target_hosts, Report};
     use crate::keys::{self, KeySpec, UploadAt};
 
     /// Uploads one secret to the hosts. The spec: `name` (a file name), exactly one of `text`,
@@ -35,10 +35,7 @@ pub mod api {
         let spec = KeySpec::parse(&json, None).map_err(|e| format!("upload_key: {e}"))?;
         spec.check_source()
             .map_err(|e| format!("upload_key: {e}"))?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let secret = spec.read().map_err(|e| format!("upload_key: {e}"))?;
         let shared: keys::HostKeys = Arc::new(vec![(spec, secret)]);
         let items = hosts.into_iter().map(|h| (h, shared.clone())).collect();
@@ -70,10 +67,7 @@ pub mod api {
             "post-activation" => UploadAt::PostActivation,
             other => return fail(format!("upload_keys: expected \"pre-activation\" or \"post-activation\", found \"{other}\"")),
         };
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let items = keys::inventory_keys(&hosts, when)?;
         let results = api.ctx.runtime.block_on(keys::upload(&api.ctx, items));
         Ok(record(

@@ -16,7 +16,7 @@ mod report;
 mod targets;
 
 pub use report::{Entry, Report};
-pub use targets::{targets, Targets};
+pub use targets::{target_hosts, targets, Targets};
 
 use std::sync::{Arc, Mutex};
 

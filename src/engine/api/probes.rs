@@ -10,7 +10,7 @@ pub mod api {
     use std::net::{TcpStream, ToSocketAddrs};
     use std::time::Duration;
 
-    use super::super::{api, fail, targets, HostRef, Report};
+    use super::super::{api, fail, target_hosts, HostRef, Report};
     use crate::report::{Event, FinalState};
 
     /// An HTTP GET from the deploying machine (plain `http://` only). Returns
@@ -71,10 +71,7 @@ pub mod api {
     #[rhai_fn(return_raw)]
     pub fn doctor(ctx: NativeCallContext, hosts: Dynamic) -> Result<rhai::Map, Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let mut checks = crate::doctor::check_deployer();
         let inventory = &api.ctx.inventory;
         checks.extend(
@@ -220,9 +217,9 @@ pub mod api {
         hosts: Dynamic,
     ) -> Result<Report, Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        let wanted: Vec<_> = targets(&api.ctx, &hosts)?
+        let wanted: Vec<_> = target_hosts(&api.ctx, &hosts)?
             .into_iter()
-            .map(|(h, _)| h.name.clone())
+            .map(|h| h.name.clone())
             .collect();
         report.mark_inspected();
         let entries = report
@@ -247,7 +244,7 @@ pub mod api {
         reason: &str,
     ) -> Result<(), Box<EvalAltResult>> {
         let api = api(&ctx)?;
-        for (h, _) in targets(&api.ctx, &hosts)? {
+        for h in target_hosts(&api.ctx, &hosts)? {
             api.ctx.reporter.emit(Event::Step {
                 host: h.name.clone(),
                 step: "check".into(),

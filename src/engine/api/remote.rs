@@ -7,7 +7,7 @@ use rhai::plugin::*;
 pub mod api {
     use super::super::deploy::record;
     use super::super::options::Options;
-    use super::super::{api, call_site, fail, targets, Report};
+    use super::super::{api, call_site, fail, target_hosts, Report};
     use crate::steps::{self, ExecOptions};
     use crate::transport::command_line;
 
@@ -91,10 +91,7 @@ pub mod api {
             },
         };
         opts.finish()?;
-        let hosts: Vec<_> = targets(&api.ctx, &hosts)?
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
+        let hosts = target_hosts(&api.ctx, &hosts)?;
         let results = api
             .ctx
             .runtime

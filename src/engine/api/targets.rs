@@ -23,6 +23,11 @@ pub fn targets(ctx: &Context, value: &Dynamic) -> Result<Targets, Box<EvalAltRes
     Ok(out)
 }
 
+/// [`targets`] without the paths a report gave: just the hosts, evaluated.
+pub fn target_hosts(ctx: &Context, value: &Dynamic) -> Result<Vec<Arc<Host>>, Box<EvalAltResult>> {
+    Ok(targets(ctx, value)?.into_iter().map(|(h, _)| h).collect())
+}
+
 /// Like [`targets`], but without waiting for the hosts' toplevel evaluation: for a primitive
 /// that waits for each host on its own (`deploy`'s pipeline). Hosts may still be evaluating.
 pub fn targets_as_selected(ctx: &Context, value: &Dynamic) -> Result<Targets, Box<EvalAltResult>> {
