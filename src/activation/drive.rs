@@ -41,6 +41,8 @@ pub struct Ongoing {
     pub confirm_timeout: Duration,
     /// After this no confirmation can reach the watchdog in time (known once armed).
     pub confirm_deadline: Option<Instant>,
+    /// When the start command reported the watchdog `armed`: the settle window starts there.
+    pub armed_seen: Option<Instant>,
     /// The last moment to wait for the host to tell its verdict.
     pub give_up: Instant,
 }
@@ -277,10 +279,15 @@ impl Ongoing {
     }
 }
 
-/// The settle window, then the confirmation: the host must answer brand-new connections for
-/// `settle` seconds in a row (any miss starts the window again) before the confirmation is
-/// sent, itself over a brand-new connection. Gives up on confirming once the watchdog's window
-/// has passed, and then waits for its verdict.
+/// The settle window, then the confirmation: `settle` seconds after the host was last seen
+/// armed and answering, the confirmation goes over a brand-new connection. The window starts
+/// when the activation reported `armed` (over the pooled connection, a moment after
+/// `switch-to-configuration` returned) or, when that report was lost, at the first brand-new
+/// connection the host answers. A confirmation the host does not answer starts the window
+/// again, from the next brand-new connection it answers. So a host whose network goes away
+/// within the window and stays away is never confirmed, at the price of one new connection per
+/// host when nothing goes wrong. Gives up on confirming once the watchdog's window has passed,
+/// and then waits for its verdict.
 async fn settle_and_confirm(
     ctx: &Context,
     host: &Host,
@@ -288,18 +295,24 @@ async fn settle_and_confirm(
 ) -> anyhow::Result<Observed> {
     let deadline = on.confirm_deadline.unwrap_or_else(Instant::now);
     let target = ctx.target(host);
-    let mut stable_since: Option<Instant> = None;
+    let mut stable_since: Option<Instant> = on.armed_seen.take();
     let mut missed = false;
     loop {
         let now = Instant::now();
         if now >= deadline || ctx.interrupt.aborting() {
             return wait_for_change(ctx, host, on, &WatchdogState::Armed).await;
         }
-        let ready = on.settle.is_zero() || stable_since.is_some_and(|s| s.elapsed() >= on.settle);
         let left = deadline - now;
         let wait = left.clamp(Duration::from_secs(1), Duration::from_secs(3));
-        let answer = if ready {
-            target
+        let answer = match stable_since {
+            // Within the window: nothing to ask, only to wait (in short sleeps, so a second
+            // interrupt is heard).
+            Some(since) if since.elapsed() < on.settle => {
+                let rest = on.settle - since.elapsed();
+                tokio::time::sleep(rest.min(Duration::from_millis(500)).min(left)).await;
+                continue;
+            }
+            Some(_) => target
                 .run_fresh_root(
                     &ctx.pool.access(&host.name),
                     &script::confirm(&on.token, &on.profile),
@@ -308,9 +321,8 @@ async fn settle_and_confirm(
                 .await
                 .ok()
                 .filter(|o| o.status == Some(0))
-                .and_then(|o| Observed::parse(&o.stdout))
-        } else {
-            observe(ctx, host, on, wait).await
+                .and_then(|o| Observed::parse(&o.stdout)),
+            None => observe(ctx, host, on, wait).await,
         };
         match answer {
             Some(o) if o.state == WatchdogState::Armed => {
@@ -329,15 +341,10 @@ async fn settle_and_confirm(
                 }
                 missed = true;
                 stable_since = None;
+                // One look per second until it answers again.
+                tokio::time::sleep(Duration::from_secs(1).min(left)).await;
             }
         }
-        // One look per second: a settle of 2 s costs two looks and the confirmation.
-        let pause = if ready {
-            Duration::from_millis(300)
-        } else {
-            Duration::from_secs(1).min(on.settle)
-        };
-        tokio::time::sleep(pause).await;
     }
 }
 

@@ -269,6 +269,7 @@ async fn launch(
         settle: opts.settle,
         confirm_timeout: opts.confirm_timeout,
         confirm_deadline: None,
+        armed_seen: None,
         give_up: started + opts.activation_timeout + opts.confirm_timeout + Duration::from_secs(60),
     };
     let state = match (run.verdict, run.current.is_some()) {
@@ -296,7 +297,9 @@ async fn launch(
         }
     };
     if state == WatchdogState::Armed {
-        on.armed_until(Instant::now() + opts.confirm_timeout);
+        let now = Instant::now();
+        on.armed_until(now + opts.confirm_timeout);
+        on.armed_seen = Some(now);
     }
     Ok(Launched {
         on,
