@@ -92,7 +92,7 @@ pub async fn deploy<A: Send + 'static>(
     let pipeline = Arc::new(pipeline);
     let (done, mut results) = mpsc::unbounded_channel();
     let (built, built_rx) = mpsc::unbounded_channel();
-    let ready = evaluations(targets);
+    let ready = evaluations(ctx, targets);
     tokio::spawn(builds(
         ctx.clone(),
         pipeline.clone(),
@@ -117,8 +117,10 @@ pub async fn deploy<A: Send + 'static>(
         .collect()
 }
 
-/// Each target as soon as its own evaluation is over.
+/// Each target as soon as its own evaluation is over. A host that evaluated is also connected
+/// to from then on, so its handshake overlaps its build instead of starting its copy.
 fn evaluations(
+    ctx: &Arc<Context>,
     targets: Vec<(Arc<Host>, Option<String>)>,
 ) -> mpsc::UnboundedReceiver<(Arc<Host>, Option<String>)> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -126,16 +128,29 @@ fn evaluations(
         // Hosts whose evaluation is already over are queued at once, so they all go into the
         // first build together.
         if let Some(host) = host.evaluated_now() {
+            warm(ctx, &host);
             let _ = tx.send((host, path));
             continue;
         }
-        let tx = tx.clone();
+        let (tx, ctx) = (tx.clone(), ctx.clone());
         tokio::spawn(async move {
             let host = host.evaluated().await;
+            warm(&ctx, &host);
             let _ = tx.send((host, path));
         });
     }
     rx
+}
+
+/// Opens the connection to a host that evaluated, in the background (the pool bounds the
+/// handshakes in flight); a host that failed its evaluation is never contacted.
+fn warm(ctx: &Arc<Context>, host: &Arc<Host>) {
+    let evaluated = matches!(host.evaluation, crate::fleet::Evaluation::Done);
+    if !evaluated || ctx.interrupt.stopping() {
+        return;
+    }
+    let (ctx, target) = (ctx.clone(), ctx.target(host));
+    tokio::spawn(async move { ctx.pool.warm(&target).await });
 }
 
 /// The build coordinator: takes every host ready now, starts one build for them, and gathers

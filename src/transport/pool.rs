@@ -69,6 +69,9 @@ pub struct Pool {
     /// How each host's commands became root when it was last connected to, for the brand-new
     /// connections that confirm activations while the pooled one may be gone.
     accesses: Mutex<HashMap<HostName, Access>>,
+    /// Why a [`Pool::warm`] failed, by host: the next [`Pool::get`] reports it instead of
+    /// trying again at once (an unreachable host costs its timeouts once, not twice).
+    warm_failures: Mutex<HashMap<HostName, String>>,
 }
 
 impl Pool {
@@ -96,6 +99,7 @@ impl Pool {
             persist: opts.persist,
             password: Mutex::new(None),
             accesses: Mutex::new(HashMap::new()),
+            warm_failures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -120,9 +124,32 @@ impl Pool {
     /// The connection to `target`, opening it if this is the first use (or the last try failed).
     pub async fn get(&self, target: &Target) -> anyhow::Result<Arc<Connection>> {
         let slot = self.slot(&target.host);
-        slot.get_or_try_init(|| async { self.open(target).await.map(Arc::new) })
-            .await
-            .cloned()
+        slot.get_or_try_init(|| async {
+            let warmed = self.warm_failures.lock().unwrap().remove(&target.host);
+            if let Some(why) = warmed {
+                return Err(anyhow!(why));
+            }
+            self.open(target).await.map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
+
+    /// Opens the connection to `target` ahead of its first use (a deploy does this while the
+    /// host is built), so the handshake is not on the host's path. A failure is kept for the
+    /// next [`Pool::get`], which reports it without trying again.
+    pub async fn warm(&self, target: &Target) {
+        let slot = self.slot(&target.host);
+        let _ = slot
+            .get_or_try_init(|| async {
+                let opened = self.open(target).await.map(Arc::new);
+                if let Err(e) = &opened {
+                    let mut failures = self.warm_failures.lock().unwrap();
+                    failures.insert(target.host.clone(), format!("{e:#}"));
+                }
+                opened
+            })
+            .await;
     }
 
     /// Opens a connection and finds out how its commands become root, before anything else
@@ -206,6 +233,7 @@ impl Pool {
     /// of it are tried again on their next use: failures are not cached).
     pub fn set_sudo_password(&self, password: Secret) {
         *self.password.lock().unwrap() = Some(Arc::new(password));
+        self.warm_failures.lock().unwrap().clear();
     }
 
     /// How `host`'s commands become root, as found when it was last connected to (`Direct`
