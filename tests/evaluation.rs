@@ -207,6 +207,8 @@ fn a_host_is_deployed_while_another_is_still_being_evaluated() {
     });
 
     // h1 goes all the way through activation while h2's evaluation still waits on its gate.
+    // With one evaluator both hosts are in one batch, one `nix eval`: h1 is handed over the
+    // moment Nix announces its entry, not when the batch ends.
     let before_gate = read_events_until(&mut lines, |e| {
         e["event"] == "step"
             && e["host"] == "h1"

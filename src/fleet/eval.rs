@@ -178,23 +178,72 @@ pub fn evaluate(flake: &str, reference: &FlakeRef) -> anyhow::Result<Value> {
         .with_context(|| format!("failed to read the JSON of `nix eval` for flake '{flake}'"))
 }
 
+/// The prefix of the stderr line on which the toplevel pass announces one host's entry.
+const ENTRY_LINE: &str = "@@nixdeploy-entry ";
+
 /// Runs the toplevel pass for `hosts`: their entries with toplevels evaluated, or Nix's
-/// stderr. With several hosts, one that throws comes back as a `failed` marker instead.
-pub fn evaluate_hosts(reference: &FlakeRef, hosts: &[String]) -> Result<Value, String> {
+/// stderr. With several hosts, one that throws comes back as a `failed` marker instead. Each
+/// host's entry also goes to `on_entry` the moment Nix has evaluated it (Nix announces it on
+/// stderr), so a batch's first hosts are known while its last ones are still evaluated — also
+/// when a later host of the batch makes the evaluation fail.
+pub fn evaluate_hosts(
+    reference: &FlakeRef,
+    hosts: &[String],
+    on_entry: &mut dyn FnMut(String, Value),
+) -> Result<Value, String> {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
     let list = serde_json::to_string(hosts).map_err(|e| e.to_string())?;
-    let output = Command::new("nix")
+    let mut child = Command::new("nix")
         .args(eval_args())
         .env(FLAKE_ENV, &reference.nix_ref)
         .env(HOSTS_ENV, list)
         .env(CATCH_ENV, if hosts.len() > 1 { "1" } else { "0" })
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| {
             format!("error: failed to run `nix eval` ({e}); is nix installed and on PATH?")
         })?;
-    if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("error: `nix eval` started without its output pipes".into());
+    };
+    let (status, stdout, stderr) = std::thread::scope(|scope| {
+        // stdout is read apart: Nix writes it at the end, and a full pipe would stall it.
+        let out = scope.spawn(move || {
+            let mut buf = Vec::new();
+            stdout.read_to_end(&mut buf).map(|_| buf)
+        });
+        let mut messages = String::new();
+        for line in BufReader::new(stderr).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            match line.find(ENTRY_LINE).map(|at| &line[at + ENTRY_LINE.len()..]) {
+                Some(json) => {
+                    if let Ok(mut v) = serde_json::from_str::<Value>(json) {
+                        if let Some(host) = v["host"].as_str().map(str::to_string) {
+                            on_entry(host, v["entry"].take());
+                        }
+                    }
+                }
+                None => {
+                    messages.push_str(&line);
+                    messages.push('\n');
+                }
+            }
+        }
+        let status = child.wait();
+        let stdout = out.join().unwrap_or_else(|_| Ok(Vec::new()));
+        (status, stdout, messages)
+    });
+    let ok = status.map_err(|e| format!("error: `nix eval` could not be waited for: {e}"))?;
+    if !ok.success() {
+        return Err(stderr);
     }
-    serde_json::from_slice(&output.stdout)
+    let stdout = stdout.map_err(|e| format!("error: failed to read `nix eval`'s output: {e}"))?;
+    serde_json::from_slice(&stdout)
         .map_err(|e| format!("error: failed to read the JSON of `nix eval`: {e}"))
 }
 

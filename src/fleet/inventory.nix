@@ -24,14 +24,21 @@ let
   # marker instead of failing the whole evaluation; nixdeploy evaluates it again alone for
   # Nix's message. Other errors still stop the evaluation, and nixdeploy splits it up.
   catch = getEnv "NIXDEPLOY_CATCH" == "1";
+  # In the toplevel pass each host's entry is also announced on stderr the moment it is
+  # evaluated (a `trace` line, `@@nixdeploy-entry {"host":…,"entry":…}`), so nixdeploy can
+  # start on a host while the others of its batch are still being evaluated.
+  announce = name: entry:
+    if metadataOnly then entry
+    else builtins.trace ("@@nixdeploy-entry " + builtins.toJSON { host = name; inherit entry; }) entry;
   guard = f: name: v:
     let
       entry = f name v;
       tried = builtins.tryEval (builtins.deepSeq entry entry);
     in
-    if !catch then entry
-    else if tried.success then tried.value
-    else { __nixdeploy = "failed"; };
+    announce name (
+      if !catch then entry
+      else if tried.success then tried.value
+      else { __nixdeploy = "failed"; });
 
   # What the metadata pass puts where a toplevel or profile path would be; `v` is never forced.
   deferred = { __nixdeploy = "deferred"; };

@@ -173,18 +173,13 @@ impl Request<'_> {
     }
 }
 
-/// The batches of `hosts` for `jobs` evaluators: each evaluator's first batch is one host, so
-/// the first systems reach their build and copy after one host's evaluation; the rest go in
-/// batches of an even share of the hosts (at most [`MAX_BATCH`]), so each evaluator's start-up
-/// (the flake, nixpkgs, a heap grown for one configuration) serves many hosts.
+/// The batches of `hosts` for `jobs` evaluators: an even share of the hosts each (at most
+/// [`MAX_BATCH`]), so each evaluator's start-up (the flake, nixpkgs, a heap grown for one
+/// configuration) serves many hosts. A batch's hosts are handed over one by one as Nix
+/// evaluates them, so its first host reaches its build and copy after one evaluation.
 fn batches(hosts: &[String], jobs: usize) -> VecDeque<Vec<String>> {
-    let jobs = jobs.max(1);
-    let first = jobs.min(hosts.len());
-    let mut queue: VecDeque<Vec<String>> = hosts[..first].iter().map(|h| vec![h.clone()]).collect();
-    let rest = &hosts[first..];
-    let size = rest.len().div_ceil(jobs).clamp(1, MAX_BATCH);
-    queue.extend(rest.chunks(size).map(<[_]>::to_vec));
-    queue
+    let size = hosts.len().div_ceil(jobs.max(1)).clamp(1, MAX_BATCH);
+    hosts.chunks(size).map(<[_]>::to_vec).collect()
 }
 
 /// Whether every `.drv` a cached entry names is still in the store: a garbage collection may
@@ -217,9 +212,10 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    /// Takes batches until none are left (or the pass is stopped). A batch that fails is split
-    /// into single hosts, so a broken host costs the others one more evaluation, not their
-    /// deploy.
+    /// Takes batches until none are left (or the pass is stopped). Each host is handed over
+    /// as soon as Nix announces its entry. When the batch's evaluation fails, the hosts it had
+    /// not announced yet are evaluated again one by one, so a broken host costs the others one
+    /// more evaluation, not their deploy.
     fn run(&self) {
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -228,51 +224,69 @@ impl Work<'_> {
             let Some(batch) = self.queue.lock().ok().and_then(|mut q| q.pop_front()) else {
                 return;
             };
-            match eval::evaluate_hosts(self.request.reference, &batch) {
-                Ok(value) => self.take(&batch, value),
-                Err(_) if batch.len() > 1 => {
-                    if let Ok(mut q) = self.queue.lock() {
-                        q.extend(batch.into_iter().map(|h| vec![h]));
+            let mut announced = std::collections::BTreeSet::new();
+            let result = eval::evaluate_hosts(self.request.reference, &batch, &mut |host, entry| {
+                if batch.contains(&host) && announced.insert(host.clone()) {
+                    self.take(&batch, &host, entry);
+                }
+            });
+            let rest: Vec<&String> = batch.iter().filter(|h| !announced.contains(*h)).collect();
+            match result {
+                // Every entry is also in the final value: a host whose announcement was not
+                // read is taken from there.
+                Ok(mut value) => {
+                    let mut body = value["value"].take();
+                    let entries = host_entries(self.request.source, &mut body);
+                    for host in rest {
+                        match entries.as_ref().and_then(|e| e.get(host.as_str())).cloned() {
+                            Some(entry) => self.take(&batch, host, entry),
+                            None => self.deliver(
+                                BTreeMap::new(),
+                                self.fail(
+                                    host,
+                                    &format!(
+                                        "error: host {host} is missing from the toplevel pass of flake '{}'",
+                                        self.request.flake
+                                    ),
+                                ),
+                            ),
+                        }
                     }
                 }
-                Err(stderr) => self.deliver(BTreeMap::new(), self.fail(&batch[0], &stderr)),
+                Err(_) if batch.len() > 1 => {
+                    if let Ok(mut q) = self.queue.lock() {
+                        q.extend(rest.into_iter().map(|h| vec![h.clone()]));
+                    }
+                }
+                Err(stderr) => {
+                    if let Some(host) = rest.first() {
+                        self.deliver(BTreeMap::new(), self.fail(host, &stderr));
+                    }
+                }
             }
         }
     }
 
-    /// Files each host's entry of a successful evaluation; hosts the expression caught
-    /// failing are evaluated again alone, for Nix's message.
-    fn take(&self, batch: &[String], mut value: Value) {
-        let mut body = value["value"].take();
-        let entries = host_entries(self.request.source, &mut body);
-        let (mut good, mut bad) = (BTreeMap::new(), BTreeMap::new());
-        for host in batch {
-            let entry = entries.as_ref().and_then(|e| e.get(host)).cloned();
-            match entry {
-                Some(entry) if entry["__nixdeploy"] == "failed" && batch.len() > 1 => {
-                    if let Ok(mut q) = self.queue.lock() {
-                        q.push_back(vec![host.clone()]);
-                    }
+    /// Files one host's entry; a host the expression caught failing is evaluated again alone,
+    /// for Nix's message.
+    fn take(&self, batch: &[String], host: &str, entry: Value) {
+        if entry["__nixdeploy"] == "failed" {
+            if batch.len() > 1 {
+                if let Ok(mut q) = self.queue.lock() {
+                    q.push_back(vec![host.to_string()]);
                 }
-                Some(entry) if entry["__nixdeploy"] == "failed" => {
-                    bad.extend(self.fail(host, "error: the toplevel threw an error"))
-                }
-                Some(entry) => {
-                    if let Some((cache, key)) = self.cache.zip(self.request.key(host)) {
-                        cache.put(&key, &entry);
-                    }
-                    good.insert(host.clone(), entry);
-                }
-                None => bad.extend(self.fail(
-                    host,
-                    &format!(
-                        "error: host {host} is missing from the toplevel pass of flake '{}'",
-                        self.request.flake
-                    ),
-                )),
+            } else {
+                self.deliver(
+                    BTreeMap::new(),
+                    self.fail(host, "error: the toplevel threw an error"),
+                );
             }
+            return;
         }
-        self.deliver(good, bad);
+        if let Some((cache, key)) = self.cache.zip(self.request.key(host)) {
+            cache.put(&key, &entry);
+        }
+        self.deliver(BTreeMap::from([(host.to_string(), entry)]), BTreeMap::new());
     }
 
     /// One failed host, with the message its `evaluate` step shows.
@@ -331,12 +345,12 @@ mod tests {
     }
 
     #[test]
-    fn batches_start_with_one_host_per_evaluator_then_take_an_even_share() {
+    fn batches_are_an_even_share_of_the_hosts_and_at_most_sixteen() {
         let hosts: Vec<String> = (1..=40).map(|i| format!("h{i}")).collect();
         let sizes: Vec<usize> = batches(&hosts, 2).iter().map(Vec::len).collect();
-        assert_eq!(sizes, [1, 1, 16, 16, 6]);
+        assert_eq!(sizes, [16, 16, 8]);
         let sizes32: Vec<usize> = batches(&hosts[..32], 2).iter().map(Vec::len).collect();
-        assert_eq!(sizes32, [1, 1, 15, 15]);
+        assert_eq!(sizes32, [16, 16]);
         assert_eq!(sizes.iter().sum::<usize>(), 40, "every host once");
         let flat: Vec<String> = batches(&hosts, 2).into_iter().flatten().collect();
         assert_eq!(flat, hosts, "in order");
