@@ -220,7 +220,10 @@ pub fn evaluate_hosts(
         for line in BufReader::new(stderr).split(b'\n') {
             let Ok(line) = line else { break };
             let line = String::from_utf8_lossy(&line);
-            match line.find(ENTRY_LINE).map(|at| &line[at + ENTRY_LINE.len()..]) {
+            match line
+                .find(ENTRY_LINE)
+                .map(|at| &line[at + ENTRY_LINE.len()..])
+            {
                 Some(json) => {
                     if let Ok(mut v) = serde_json::from_str::<Value>(json) {
                         if let Some(host) = v["host"].as_str().map(str::to_string) {

@@ -225,11 +225,12 @@ impl Work<'_> {
                 return;
             };
             let mut announced = std::collections::BTreeSet::new();
-            let result = eval::evaluate_hosts(self.request.reference, &batch, &mut |host, entry| {
-                if batch.contains(&host) && announced.insert(host.clone()) {
-                    self.take(&batch, &host, entry);
-                }
-            });
+            let result =
+                eval::evaluate_hosts(self.request.reference, &batch, &mut |host, entry| {
+                    if batch.contains(&host) && announced.insert(host.clone()) {
+                        self.take(&batch, &host, entry);
+                    }
+                });
             let rest: Vec<&String> = batch.iter().filter(|h| !announced.contains(*h)).collect();
             match result {
                 // Every entry is also in the final value: a host whose announcement was not

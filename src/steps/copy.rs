@@ -346,19 +346,7 @@ async fn absent(conn: &Connection, wanted: &[(String, String)]) -> anyhow::Resul
         return Ok(Vec::new());
     }
     let out = conn.run(&absent_command(wanted), None).await?;
-    if !out.success() {
-        bail!(
-            "cannot read the profiles of {}: {}",
-            conn.target().host,
-            out.last_error_line()
-        );
-    }
-    Ok(out
-        .stdout
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    out.lines_or(|| format!("cannot read the profiles of {}", conn.target().host))
 }
 
 fn absent_command(wanted: &[(String, String)]) -> String {
@@ -408,19 +396,7 @@ pub async fn missing_paths(conn: &Connection, path: &str) -> anyhow::Result<Vec<
             Some(&crate::plan::paths_on_stdin(&all)),
         )
         .await?;
-    if !out.success() {
-        bail!(
-            "cannot query the store of {}: {}",
-            conn.target().host,
-            out.last_error_line()
-        );
-    }
-    Ok(out
-        .stdout
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    out.lines_or(|| format!("cannot query the store of {}", conn.target().host))
 }
 
 #[cfg(test)]

@@ -35,18 +35,10 @@ pub async fn missing(conn: &Connection, path: &str) -> anyhow::Result<Vec<String
     let out = conn
         .run_root(INVALID, Some(closure.stdout.as_bytes()))
         .await?;
-    if !out.success() {
-        bail!(
-            "cannot query the store of {}: {}",
-            conn.target().host,
-            out.last_error_line()
-        );
-    }
-    Ok(out
-        .stdout
-        .lines()
+    let lines = out.lines_or(|| format!("cannot query the store of {}", conn.target().host))?;
+    Ok(lines
+        .into_iter()
         .filter(|l| l.starts_with("/nix/store/"))
-        .map(str::to_string)
         .collect())
 }
 

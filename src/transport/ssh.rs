@@ -217,6 +217,21 @@ impl Output {
         self.status == Some(0)
     }
 
+    /// The non-empty lines the command printed when it succeeded; otherwise an error that
+    /// says what could not be done (`cannot read the profiles of h1`) and the command's last
+    /// error line.
+    pub fn lines_or(&self, could_not: impl FnOnce() -> String) -> anyhow::Result<Vec<String>> {
+        if !self.success() {
+            anyhow::bail!("{}: {}", could_not(), self.last_error_line());
+        }
+        Ok(self
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// The last non-empty stderr line, for error messages.
     pub fn last_error_line(&self) -> &str {
         self.stderr
