@@ -126,6 +126,8 @@ pub struct Context {
     /// profile's generation. The journal records such a host from this instead of asking it
     /// again at the end of the run.
     pub found_unchanged: Mutex<HashMap<HostName, (String, Option<u32>)>>,
+    /// What `copy` saw each host run, for the activation right after it.
+    pub looks: crate::activation::Looks,
 }
 
 impl Context {

@@ -3,12 +3,14 @@
 
 mod drive;
 mod lock;
+mod look;
 mod options;
 pub mod protocol;
 pub mod script;
 
 pub use drive::{Ending, Ongoing};
 pub use lock::{lock, release as release_lock, LockGuard};
+pub use look::Looks;
 pub use options::{ActivateOptions, ConfirmMode, Mode, OnRefusal};
 
 use std::sync::Arc;
@@ -69,19 +71,45 @@ fn token() -> String {
     format!("act-{}-{:x}", std::process::id(), nanos)
 }
 
+impl Current {
+    /// Reads the three lines of [`script::probe`]: the running system, the profile's target,
+    /// its generation link (each empty when there is none).
+    pub fn from_probe<'a>(mut lines: impl Iterator<Item = &'a str>) -> Current {
+        let mut next = || {
+            lines
+                .next()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+        };
+        Current {
+            system: next(),
+            profile: next(),
+            profile_link: next(),
+            boot_id: None,
+        }
+    }
+
+    /// The running system.
+    pub fn system(&self) -> Option<&str> {
+        self.system.as_deref()
+    }
+
+    /// The system the profile points at.
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_deref()
+    }
+}
+
+/// What the host runs: the look `copy` just took when it still holds (see [`Looks`]),
+/// otherwise one probe.
 async fn current(ctx: &Context, host: &Host) -> anyhow::Result<Current> {
     let conn = ctx.pool.get(&ctx.target(host)).await?;
+    if let Some(now) = ctx.looks.take(&host.name, &conn) {
+        return Ok(now);
+    }
     let out = conn.run_root(&script::probe(&host.profile), None).await?;
-    let mut lines = out.stdout.lines().map(|l| {
-        let l = l.trim();
-        (!l.is_empty()).then(|| l.to_string())
-    });
-    Ok(Current {
-        system: lines.next().flatten(),
-        profile: lines.next().flatten(),
-        profile_link: lines.next().flatten(),
-        boot_id: None,
-    })
+    Ok(Current::from_probe(out.stdout.lines()))
 }
 
 /// Activates `path` on each host.

@@ -220,6 +220,7 @@ pub fn make_context(
         armed: Default::default(),
         pending_owners: Default::default(),
         found_unchanged: Default::default(),
+        looks: Default::default(),
         inventory,
     };
     Ok(Arc::new(ctx))

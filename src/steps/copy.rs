@@ -106,7 +106,7 @@ async fn copy_one(
         }
         all
     } else {
-        absent(&conn, &wanted).await?
+        look_and_absent(ctx, host, &conn, path, &wanted).await?
     };
     let copied = Copied {
         path: path.to_string(),
@@ -347,6 +347,47 @@ async fn absent(conn: &Connection, wanted: &[(String, String)]) -> anyhow::Resul
     }
     let out = conn.run(&absent_command(wanted), None).await?;
     out.lines_or(|| format!("cannot read the profiles of {}", conn.target().host))
+}
+
+/// Separates the look at the system from the other profiles' answers.
+const LOOKED: &str = "@@nixdeploy-looked";
+
+/// [`absent`], with the system's part read as activation reads it (see
+/// [`crate::activation::Looks`]): one command tells both what to send and what the host runs.
+async fn look_and_absent(
+    ctx: &Context,
+    host: &Host,
+    conn: &Arc<Connection>,
+    path: &str,
+    wanted: &[(String, String)],
+) -> anyhow::Result<Vec<String>> {
+    let Some(((system, profile), others)) = wanted.split_first() else {
+        return Ok(Vec::new());
+    };
+    if !host.has_system || system != path || *profile != host.profile {
+        return absent(conn, wanted).await;
+    }
+    let mut command = format!(
+        "{}; echo {LOOKED}",
+        crate::activation::script::probe(profile)
+    );
+    if !others.is_empty() {
+        command = format!("{command}; {}", absent_command(others));
+    }
+    let out = conn.run(&command, None).await?;
+    let lines = out.lines_or(|| format!("cannot read the profiles of {}", host.name))?;
+    let Some(split) = lines.iter().position(|l| l == LOOKED) else {
+        bail!("cannot read the profiles of {}: no answer", host.name);
+    };
+    // The probe's lines, empty ones included (a host with no system prints an empty line).
+    let now = crate::activation::Current::from_probe(out.stdout.lines());
+    let mut missing = Vec::new();
+    if now.system() != Some(path) && now.profile() != Some(path) {
+        missing.push(path.to_string());
+    }
+    missing.extend(lines[split + 1..].iter().cloned());
+    ctx.looks.remember(&host.name, conn, now);
+    Ok(missing)
 }
 
 fn absent_command(wanted: &[(String, String)]) -> String {

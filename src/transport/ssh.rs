@@ -251,6 +251,9 @@ pub struct Connection {
     control: PathBuf,
     /// How commands become root, found when the connection opened (see `privilege.rs`).
     pub(super) access: super::privilege::Access,
+    /// How many commands have been started over this connection (see
+    /// [`Connection::commands_started`]).
+    commands: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -295,6 +298,7 @@ impl Connection {
             target,
             control,
             access: Default::default(),
+            commands: Default::default(),
         };
         let answered = tokio::time::timeout(RESUME_CHECK, conn.run("true", None)).await;
         if matches!(answered, Ok(Ok(ref out)) if out.success()) {
@@ -320,6 +324,7 @@ impl Connection {
                 session: None,
                 control,
                 access: Default::default(),
+                commands: Default::default(),
             });
         }
         let log = control.with_extension("log");
@@ -365,6 +370,7 @@ impl Connection {
             session: Some(Arc::new(session)),
             control,
             access: Default::default(),
+            commands: Default::default(),
         })
     }
 
@@ -389,6 +395,12 @@ impl Connection {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.target.host.to_string());
         nix_ssh_env(dir, &name, &self.target.nix_ssh_args(&self.control))
+    }
+
+    /// How many commands have been started over this connection: a look at the host taken
+    /// after the `n`th command still holds while this is `n`.
+    pub fn commands_started(&self) -> u64 {
+        self.commands.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs a shell command line (already quoted), feeding `stdin`, collecting its output.
@@ -417,6 +429,8 @@ impl Connection {
         limit: usize,
         on_line: &(dyn Fn(Stream, &str) + Send + Sync),
     ) -> anyhow::Result<Output> {
+        self.commands
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let Some(session) = &self.session else {
             return super::local::run_capped(command, stdin, limit, on_line).await;
         };
@@ -460,6 +474,8 @@ impl Connection {
 
     /// Spawns a long-lived remote command whose stdin stays open (locks, heartbeats).
     pub async fn spawn_held(&self, command: &str) -> anyhow::Result<super::local::Held> {
+        self.commands
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let Some(session) = &self.session else {
             return super::local::Held::local(command);
         };
