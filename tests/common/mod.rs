@@ -15,6 +15,9 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 
 use tempfile::TempDir;
 
+pub mod background;
+pub mod rollback;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_nixdeploy");
 
@@ -405,6 +408,11 @@ impl Sandbox {
         fs::write(self.fleet_json_path(), text + "\n").expect("write fleet.json");
     }
 
+    /// Every host logs in as `deploy` (the sandbox's non-root login, with sudo) instead of root.
+    pub fn as_deploy(&self) {
+        self.edit_fleet(|f| f["defaults"] = serde_json::json!({ "targetUser": "deploy" }));
+    }
+
     /// Gives `host` a new generation with `behavior` (`ok`, `fail-activation`, `cut-network`,
     /// `cut-network-late`, `block-ssh`, `inhibited`, `unhealthy`) by bumping its `rev`; returns
     /// the new rev.
@@ -417,6 +425,13 @@ impl Sandbox {
             h["behavior"] = behavior.into();
         });
         rev
+    }
+
+    /// Gives each of `hosts` a new generation with `behavior`, as [`Sandbox::set_behavior`] does.
+    pub fn set_behavior_on(&self, hosts: &[&str], behavior: &str) {
+        for host in hosts {
+            self.set_behavior(host, behavior);
+        }
     }
 
     /// Where `host`'s private `/nix`, `/run`, `/root` (as `root/`), `/etc/nix` and `/etc/ssh`
@@ -506,6 +521,18 @@ impl Sandbox {
         )
         .map(|t| t.lines().map(str::to_owned).collect())
         .unwrap_or_default()
+    }
+
+    /// The state of every system activation `host`'s watchdog knows about (`armed`, `confirmed`,
+    /// `done`, `rolled-back…`), one per activation, in no particular order.
+    pub fn activation_states(&self, host: &str) -> Vec<String> {
+        fs::read_dir(self.host_root(host).join("run/nixdeploy"))
+            .map(|rd| {
+                rd.filter_map(|e| fs::read_to_string(e.ok()?.path().join("state")).ok())
+                    .map(|s| s.trim().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `host`'s `/run/nixdeploy-sandbox/health` (`healthy`/`unhealthy`), if written.
