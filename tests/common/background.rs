@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,9 +48,9 @@ impl BackgroundRun {
 
     /// SIGKILL, then reaps the run: no handler, no destructor, no last word to the hosts. Its
     /// output is dropped (ssh connections it left behind may still hold the pipes open).
-    pub fn kill(mut self) -> ExitStatus {
+    pub fn kill(mut self) {
         self.child.kill().expect("kill -9 the background run");
-        self.child.wait().expect("reap the background run")
+        self.child.wait().expect("reap the background run");
     }
 
     /// Waits for the run to end by itself and returns what it printed; after `limit` it is
