@@ -620,6 +620,17 @@ impl Sandbox {
             .to_owned()
     }
 
+    /// Asserts that `host` runs the toplevel the sandbox flake builds for it now (built here
+    /// with [`Sandbox::build_toplevel`]); `context` ends the message.
+    pub fn assert_runs_its_toplevel(&self, host: &str, context: impl std::fmt::Display) {
+        let want = self.build_toplevel(host);
+        assert_eq!(
+            self.current_system(host).as_deref(),
+            Some(want.as_str()),
+            "{host} does not run its toplevel: {context}"
+        );
+    }
+
     /// `nix copy --no-check-sigs --to ssh-ng://host path` through the sandbox's ssh config.
     pub fn nix_copy(&self, host: &str, path: &str) -> Output {
         Command::new("nix")
