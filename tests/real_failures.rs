@@ -7,7 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::background::BackgroundRun;
-use common::rollback::{assert_back_on, assert_rolled_back_and_answering, deploy_baseline};
+use common::rollback::{
+    assert_back_on, assert_rolled_back_and_answering, deployed_then_set_behavior,
+};
 use common::{eventually, run, runbook, Sandbox};
 
 /// Asserts that `host` runs `system`, and that its profile and boot default name it too.
@@ -45,9 +47,7 @@ fn a_network_lost_half_a_second_after_activation_is_rolled_back_on_every_host() 
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    sb.set_behavior_on(&hosts, "cut-network-late");
+    let (sb, before) = deployed_then_set_behavior(3, "cut-network-late");
     // Default settings but a shorter confirm timeout, to keep the test quick.
     let book = runbook(
         &sb,
@@ -72,9 +72,7 @@ fn a_host_whose_ssh_is_blocked_for_ten_seconds_is_confirmed_once_it_answers_agai
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "block-ssh");
+    let (sb, _) = deployed_then_set_behavior(1, "block-ssh");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -98,11 +96,9 @@ fn a_connection_dropped_during_activation_is_followed_by_a_confirmation_over_a_n
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
+    let (sb, _) = deployed_then_set_behavior(1, "block-ssh");
     // Longer than the multiplexed connection's keepalives (3 × 5 s): it surely dies.
     sb.edit_fleet(|f| f["hosts"]["h1"]["blockSshSecs"] = 20.into());
-    sb.set_behavior("h1", "block-ssh");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -124,10 +120,8 @@ fn without_magic_rollback_a_host_blocked_during_activation_is_still_reported_dep
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
+    let (sb, _) = deployed_then_set_behavior(1, "block-ssh");
     sb.edit_fleet(|f| f["hosts"]["h1"]["blockSshSecs"] = 20.into());
-    sb.set_behavior("h1", "block-ssh");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -145,10 +139,8 @@ fn a_host_rebooted_while_armed_comes_back_on_its_previous_generation() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let gens = sb.profile_generations("h1");
-    sb.set_behavior("h1", "ok");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -220,10 +212,8 @@ fn a_wall_clock_step_during_the_confirm_window_does_not_roll_back_a_confirmed_ho
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
+    let (sb, _) = deployed_then_set_behavior(1, "ok");
     stage_clock_step(&sb, "h1");
-    sb.set_behavior("h1", "ok");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -248,10 +238,8 @@ fn a_wall_clock_stepped_back_does_not_keep_an_unconfirmed_host_for_an_hour() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "cut-network");
     stage_clock_step(&sb, "h1");
-    sb.set_behavior("h1", "cut-network");
     let book = runbook(
         &sb,
         "clock.rhai",
@@ -288,9 +276,7 @@ fn killing_the_lock_holders_connection_fails_the_host_and_frees_the_lock() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, _) = deployed_then_set_behavior(1, "ok");
     let first = runbook(
         &sb,
         "holder.rhai",
@@ -343,9 +329,7 @@ fn a_refused_live_switch_fails_the_host_or_makes_the_new_system_the_boot_default
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "inhibited");
+    let (sb, before) = deployed_then_set_behavior(1, "inhibited");
     let new = sb.build_toplevel("h1");
 
     let refuse = runbook(&sb, "refuse.rhai", "activate(copy(build(hosts())));");
@@ -374,9 +358,7 @@ fn sigterm_during_a_deploy_prints_the_summary_and_settles_every_armed_host() {
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    sb.set_behavior_on(&hosts, "ok");
+    let (sb, before) = deployed_then_set_behavior(3, "ok");
     let book = runbook(
         &sb,
         "term.rhai",

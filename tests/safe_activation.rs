@@ -6,8 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::background::BackgroundRun;
-use common::rollback::{assert_back_on, assert_rolled_back_and_answering, deploy_baseline};
-use common::{eventually, run, runbook, Sandbox};
+use common::rollback::{
+    assert_back_on, assert_rolled_back_and_answering, deployed_then_set_behavior,
+};
+use common::{eventually, run, runbook};
 
 /// Activates everything with a short confirm timeout and fails on any host that fails.
 const APPLY: &str = r#"
@@ -20,10 +22,8 @@ fn failing_activation_rolls_back_to_the_previous_generation() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "fail-activation");
     let gens_before = sb.profile_generations("h1");
-    sb.set_behavior("h1", "fail-activation");
 
     let book = runbook(
         &sb,
@@ -57,9 +57,7 @@ fn hosts_whose_new_generation_cuts_the_network_roll_themselves_back() {
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    sb.set_behavior_on(&hosts, "cut-network");
+    let (sb, before) = deployed_then_set_behavior(3, "cut-network");
 
     let book = runbook(
         &sb,
@@ -105,9 +103,7 @@ fn a_second_run_is_refused_while_the_first_holds_the_deploy_lock() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let slow = runbook(&sb, "slow.rhai", SLOW);
     let first = BackgroundRun::start(&sb, &slow, &[]);
     assert!(
@@ -157,9 +153,7 @@ fn manual_confirmation_after_a_passing_check_keeps_the_new_generation() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let book = runbook(
         &sb,
         "manual.rhai",
@@ -184,10 +178,8 @@ fn a_runbook_that_never_confirms_is_rolled_back_when_it_ends() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let gens = sb.profile_generations("h1");
-    sb.set_behavior("h1", "ok");
     let book = runbook(
         &sb,
         "forget.rhai",
@@ -221,9 +213,7 @@ fn a_gate_without_a_terminal_stops_the_run_before_the_next_step_touches_a_host()
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let new = sb.build_toplevel("h1");
     let book = runbook(&sb, "gated.rhai", GATED);
 
@@ -243,9 +233,7 @@ fn killing_the_deployer_during_the_confirmation_window_rolls_every_host_back() {
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    sb.set_behavior_on(&hosts, "ok");
+    let (sb, before) = deployed_then_set_behavior(3, "ok");
     let book = runbook(
         &sb,
         "killed.rhai",

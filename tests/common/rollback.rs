@@ -62,3 +62,16 @@ pub fn assert_rolled_back_and_answering(
         "{host} does not answer ssh again: {context}"
     );
 }
+
+/// The usual start of a rollback test: brings up `hosts` sandbox hosts (`h1`…), deploys them as
+/// they are ([`deploy_baseline`]) and then gives every one a new, not yet deployed generation
+/// with `behavior` ([`Sandbox::set_behavior`]). Returns the sandbox and what each host ran
+/// before, in order.
+pub fn deployed_then_set_behavior(hosts: usize, behavior: &str) -> (Sandbox, Vec<String>) {
+    let sb = Sandbox::up(hosts);
+    let names: Vec<String> = (1..=hosts).map(|i| format!("h{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let before = deploy_baseline(&sb, &names);
+    sb.set_behavior_on(&names, behavior);
+    (sb, before)
+}
