@@ -572,26 +572,25 @@ impl Sandbox {
         self.host_root(host).join("nix/var/nixdeploy-sandbox/bin")
     }
 
-    /// The sshd pid of every host, from the sandbox's state file.
-    pub fn sshd_pids(&self) -> Vec<u32> {
+    /// The `hosts` entries of the sandbox's state file (`state.json`).
+    fn state_hosts(&self) -> Vec<serde_json::Value> {
         let text = fs::read_to_string(self.dir.join("state.json")).expect("state.json");
         let state: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
-        state["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        state["hosts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The sshd pid of every host, from the sandbox's state file.
+    pub fn sshd_pids(&self) -> Vec<u32> {
+        self.state_hosts()
+            .iter()
             .filter_map(|h| h["sshd_pid"].as_u64().map(|p| p as u32))
             .collect()
     }
 
     /// The network namespace names of every host, from the sandbox's state file.
     pub fn netns_names(&self) -> Vec<String> {
-        let text = fs::read_to_string(self.dir.join("state.json")).expect("state.json");
-        let state: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
-        state["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        self.state_hosts()
+            .iter()
             .filter_map(|h| h["netns"].as_str().map(str::to_owned))
             .collect()
     }
