@@ -2,6 +2,8 @@
 //!
 //! Every test file that needs hosts does `mod common;` and starts with
 //! `if !common::skip_unless_root() { return; }`, then `let sb = common::Sandbox::up(3);`.
+//! Runs kept going in the background (and the run that sits on deploy locks) are in
+//! [`background`]; the rollback tests' baseline deploy and "back on it" checks in [`rollback`].
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
