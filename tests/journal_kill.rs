@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{eventually, runbook, unique_rev, Sandbox};
+use common::background::BackgroundRun;
+use common::{eventually, runbook, Sandbox};
 
 #[test]
 fn a_sigkilled_run_leaves_a_record_for_every_host_it_finished() {
@@ -14,12 +14,7 @@ fn a_sigkilled_run_leaves_a_record_for_every_host_it_finished() {
         return;
     }
     let sb = Sandbox::up(3);
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
+    sb.fresh_revs();
     let book = runbook(
         &sb,
         "kill-me.rhai",
@@ -31,15 +26,10 @@ for name in ["h1", "h2"] {
 exec(host("h3"), "touch /run/killed-here; sleep 120");
 "#,
     );
-    let mut child = common::run_command(&sb, &book, &["--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let run = BackgroundRun::start(&sb, &book, &["--json"]);
     let marker = sb.host_root("h3").join("run/killed-here");
     let reached = eventually(Duration::from_secs(120), || marker.exists());
-    child.kill().unwrap(); // SIGKILL: no handler, no summary, no final journal write
-    child.wait().unwrap();
+    run.kill(); // SIGKILL: no handler, no summary, no final journal write
     assert!(reached, "the run never reached h3");
 
     let log = sb.nixdeploy(&["log", "--json"]).output();

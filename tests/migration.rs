@@ -54,6 +54,11 @@ fn flake_ref(dir: &Path) -> String {
     format!("path:{}", dir.display())
 }
 
+/// `nixdeploy run runbooks/apply.rhai --flake FLAKE` with the sandbox's state dir, not yet run.
+fn apply(sb: &Sandbox, flake: &str) -> common::Run {
+    sb.nixdeploy(&["run", APPLY, "--flake", flake])
+}
+
 /// The colmena fixture: exactly the attributes `colmena.lib.makeHive` returns that a deploy
 /// reads, with every `deployment` option at the value the module system gives it. Reading
 /// `meta.nixpkgs` would fail the evaluation.
@@ -123,7 +128,7 @@ fn a_colmena_hive_deploys_with_apply_honouring_tags_keys_ports_and_allow_apply_a
         assert_eq!(row["target_user"], "root", "{row}");
     }
 
-    let refused = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    let refused = apply(&sb, &flake).output();
     refused
         .assert_code(4)
         .assert_stderr_contains("allowApplyAll = false")
@@ -133,14 +138,9 @@ fn a_colmena_hive_deploys_with_apply_honouring_tags_keys_ports_and_allow_apply_a
         "the refused run touched h1"
     );
 
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake, "--on", "@web"])
-        .success();
+    apply(&sb, &flake).args(&["--on", "@web"]).success();
     for h in ["h1", "h3"] {
-        assert_eq!(
-            sb.current_system(h),
-            Some(sb.build_toplevel(h)),
-            "{h} (tag web) runs its toplevel"
-        );
+        sb.assert_runs_its_toplevel(h, "tagged web");
         let key = sb.host_root(h).join("run/keys/app-token");
         assert_eq!(fs::read_to_string(&key).unwrap(), format!("token-of-{h}"));
         use std::os::unix::fs::PermissionsExt;
@@ -230,16 +230,12 @@ fn a_local_host_is_deployed_without_any_ssh_connection() {
         "ssh was run: {:?}",
         fs::read_to_string(&calls)
     );
-    assert_eq!(
-        sb.current_system("h1"),
-        Some(sb.build_toplevel("h1")),
-        "{text}"
-    );
+    sb.assert_runs_its_toplevel("h1", &text);
     assert_eq!(
         fs::read_to_string(sb.host_root("h1").join("run/keys/app-token")).unwrap(),
         "token-of-h1"
     );
-    let states = activation_states(&sb, "h1");
+    let states = sb.activation_states("h1");
     assert!(
         states.iter().any(|s| s == "confirmed"),
         "the watchdog was armed and confirmed: {states:?}"
@@ -293,6 +289,15 @@ const DEPLOY_RS: &str = r#"let
   };
 }"#;
 
+/// Gives `h` an empty `/run/t/log`, writable by every user, for the fixtures' activations.
+fn empty_log(sb: &Sandbox, h: &str) {
+    let out = sb.ssh(
+        h,
+        "mkdir -p /run/t && : > /run/t/log && chmod 666 /run/t/log",
+    );
+    assert!(out.status.success(), "{h}: {out:?}");
+}
+
 fn log_of(sb: &Sandbox, h: &str) -> Vec<String> {
     fs::read_to_string(sb.host_root(h).join("run/t/log"))
         .map(|t| t.lines().map(str::to_owned).collect())
@@ -309,19 +314,11 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
     let flake = flake_ref(&fixture(&sb, "deploy-rs-fixture", DEPLOY_RS));
     let hosts = ["h1", "h2", "h3"];
     for h in hosts {
-        let out = sb.ssh(
-            h,
-            "mkdir -p /run/t && : > /run/t/log && chmod 666 /run/t/log",
-        );
-        assert!(out.status.success(), "{out:?}");
+        empty_log(&sb, h);
     }
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    apply(&sb, &flake).success();
     for h in hosts {
-        assert_eq!(
-            sb.current_system(h),
-            Some(sb.build_toplevel(h)),
-            "{h} runs the toplevel the activate.nixos wrapper wraps"
-        );
+        sb.assert_runs_its_toplevel(h, "the one the activate.nixos wrapper wraps");
         assert_eq!(
             log_of(&sb, h),
             ["nobody home-manager-generation", "daemon myapp"],
@@ -334,7 +331,7 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
             fs::read_link(&home).is_ok(),
             "{h}: the home profile is a per-user profile"
         );
-        let states = activation_states(&sb, h);
+        let states = sb.activation_states(h);
         assert!(!states.is_empty(), "{h}: the system was activated");
         assert!(
             states.iter().all(|s| s == "done"),
@@ -343,7 +340,7 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
     }
     let stores: Vec<_> = hosts.iter().map(|h| sb.store_paths(h)).collect();
     let generations: Vec<_> = hosts.iter().map(|h| sb.profile_generations(h)).collect();
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    apply(&sb, &flake).success();
     for (i, h) in hosts.iter().enumerate() {
         assert_eq!(sb.store_paths(h), stores[i], "{h}: nothing copied");
         assert_eq!(
@@ -355,18 +352,6 @@ fn deploy_rs_profiles_are_activated_as_their_users_in_order_and_a_redeploy_chang
     }
 }
 
-/// The states the system activations on `h` ended in (`done`, `confirmed`, ...).
-fn activation_states(sb: &Sandbox, h: &str) -> Vec<String> {
-    let dir = sb.host_root(h).join("run/nixdeploy");
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| fs::read_to_string(e.ok()?.path().join("state")).ok())
-                .map(|s| s.trim().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_typo_in_a_deploy_rs_node_is_an_error_with_a_suggestion() {
     if !skip_unless_root() {
@@ -375,7 +360,7 @@ fn a_typo_in_a_deploy_rs_node_is_an_error_with_a_suggestion() {
     let sb = Sandbox::up(1);
     let typo = DEPLOY_RS.replace("hostname = h;", "hostname = h; sshUsr = \"root\";");
     let flake = flake_ref(&fixture(&sb, "deploy-rs-typo", &typo));
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake])
+    apply(&sb, &flake)
         .output()
         .assert_code(4)
         .assert_stderr_contains("deploy.nodes.h1: unknown field sshUsr (did you mean sshUser?)");
@@ -398,9 +383,7 @@ fn a_prebuilt_store_path_toplevel_is_copied_and_activated_without_a_build() {
           }}; }}"#
     );
     let flake = flake_ref(&fixture(&sb, "prebuilt", &outputs));
-    let out = sb
-        .nixdeploy(&["run", APPLY, "--flake", &flake, "--json"])
-        .success();
+    let out = apply(&sb, &flake).args(&["--json"]).success();
     let build = out
         .json_lines()
         .into_iter()
@@ -427,15 +410,9 @@ fn a_specialisation_activates_and_an_unknown_one_fails_before_the_switch() {
         .display()
         .to_string();
     assert_ne!(alt, toplevel);
-    sb.nixdeploy(&[
-        "run",
-        APPLY,
-        "--flake",
-        &sb.flake(),
-        "--set",
-        "specialisation=alt",
-    ])
-    .success();
+    apply(&sb, &sb.flake())
+        .args(&["--set", "specialisation=alt"])
+        .success();
     assert_eq!(
         sb.current_system("h1"),
         Some(alt.clone()),
@@ -443,15 +420,8 @@ fn a_specialisation_activates_and_an_unknown_one_fails_before_the_switch() {
     );
     let activations = sb.activations("h1");
 
-    let out = sb
-        .nixdeploy(&[
-            "run",
-            APPLY,
-            "--flake",
-            &sb.flake(),
-            "--set",
-            "specialisation=atl",
-        ])
+    let out = apply(&sb, &sb.flake())
+        .args(&["--set", "specialisation=atl"])
         .output();
     out.assert_code(1)
         .assert_stderr_contains("unknown specialisation 'atl'")
@@ -505,13 +475,10 @@ fn a_profile_whose_activation_fails_is_rolled_back_and_the_previous_one_reactiva
         return;
     }
     let sb = Sandbox::up(1);
-    assert!(sb
-        .ssh("h1", "mkdir -p /run/t && : > /run/t/log")
-        .status
-        .success());
+    empty_log(&sb, "h1");
     let dir = fixture(&sb, "app-only", &app_only("v1", "true"));
     let flake = flake_ref(&dir);
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    apply(&sb, &flake).success();
     let v1 = myapp_link(&sb).expect("the myapp profile is set");
     assert!(
         sb.activations("h1").is_empty(),
@@ -519,7 +486,7 @@ fn a_profile_whose_activation_fails_is_rolled_back_and_the_previous_one_reactiva
     );
 
     fixture(&sb, "app-only", &app_only("v2", "exit 3"));
-    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    let out = apply(&sb, &flake).output();
     out.assert_code(1)
         .assert_stderr_contains("profile myapp: activation as root failed, rolled back");
     assert_eq!(myapp_link(&sb), Some(v1), "the profile points at v1 again");
@@ -536,17 +503,14 @@ fn a_profile_that_cuts_the_network_is_rolled_back_by_its_own_watchdog() {
         return;
     }
     let sb = Sandbox::up(1);
-    assert!(sb
-        .ssh("h1", "mkdir -p /run/t && : > /run/t/log")
-        .status
-        .success());
+    empty_log(&sb, "h1");
     let dir = fixture(
         &sb,
         "app-cut",
         &app_only("v1", r#""$bb" ip link set eth0 up"#),
     );
     let flake = flake_ref(&dir);
-    sb.nixdeploy(&["run", APPLY, "--flake", &flake]).success();
+    apply(&sb, &flake).success();
     let v1 = myapp_link(&sb).expect("the myapp profile is set");
 
     fixture(
@@ -554,7 +518,7 @@ fn a_profile_that_cuts_the_network_is_rolled_back_by_its_own_watchdog() {
         "app-cut",
         &app_only("v2", r#""$bb" ip link set eth0 down"#),
     );
-    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    let out = apply(&sb, &flake).output();
     out.assert_failure();
     assert!(
         common::eventually(std::time::Duration::from_secs(30), || myapp_link(&sb)
@@ -715,13 +679,7 @@ fn native_profiles_are_deployed_in_order_with_the_system() {
     }
     let sb = Sandbox::up(1);
     sb.fresh_revs();
-    assert!(sb
-        .ssh(
-            "h1",
-            "mkdir -p /run/t && : > /run/t/log && chmod 666 /run/t/log"
-        )
-        .status
-        .success());
+    empty_log(&sb, "h1");
     let outputs = r#"let
         logger = name: mk name ''
           "$bb" mkdir -p "$out/bin"
@@ -742,10 +700,8 @@ fn native_profiles_are_deployed_in_order_with_the_system() {
       };
     }"#;
     let flake = flake_ref(&fixture(&sb, "native-profiles", outputs));
-    let out = sb
-        .nixdeploy(&["run", APPLY, "--flake", &flake, "--json"])
-        .success();
-    assert_eq!(sb.current_system("h1"), Some(sb.build_toplevel("h1")));
+    let out = apply(&sb, &flake).args(&["--json"]).success();
+    sb.assert_runs_its_toplevel("h1", "native profiles");
     assert_eq!(
         log_of(&sb, "h1"),
         ["nobody home-manager-generation", "daemon app"]
@@ -786,7 +742,7 @@ fn a_prebuilt_store_path_nobody_has_fails_that_host_at_copy_with_what_to_do() {
           }}; }}"#
     );
     let flake = flake_ref(&fixture(&sb, "prebuilt-missing", &outputs));
-    let out = sb.nixdeploy(&["run", APPLY, "--flake", &flake]).output();
+    let out = apply(&sb, &flake).output();
     out.assert_code(1)
         .assert_stderr_contains("is not in this machine's store and h1 cannot substitute it")
         .assert_stderr_contains("build or fetch it here first");

@@ -17,11 +17,6 @@ use common::{runbook, Sandbox};
 /// The prompt `--ask-sudo-password` writes to the terminal.
 const PROMPT: &str = "sudo password for the fleet's logins";
 
-/// Every host logs in as `deploy`.
-fn as_deploy(sb: &Sandbox) {
-    sb.edit_fleet(|f| f["defaults"] = serde_json::json!({ "targetUser": "deploy" }));
-}
-
 fn sudo_password(sb: &Sandbox) -> String {
     fs::read_to_string(sb.dir().join("sudo-password"))
         .expect("the sandbox's sudo password")
@@ -49,7 +44,7 @@ fn sudo_exec_runs_as_root_through_passwordless_sudo_on_several_hosts() {
         return;
     }
     let sb = Sandbox::up(3);
-    as_deploy(&sb);
+    sb.as_deploy();
     let book = runbook(
         &sb,
         "whoami.rhai",
@@ -83,13 +78,8 @@ fn a_password_protected_host_without_the_password_fails_early_and_nothing_change
         .nix_daemons()
         .sudo_password(&["h1", "h2"])
         .up();
-    as_deploy(&sb);
-    let rev = common::unique_rev();
-    sb.edit_fleet(|f| {
-        for h in ["h1", "h2"] {
-            f["hosts"][h]["rev"] = rev.into();
-        }
-    });
+    sb.as_deploy();
+    sb.fresh_revs();
     let toplevel = sb.build_toplevel("h1");
     let book = runbook(&sb, "mutate.rhai", MUTATE);
     let started = std::time::Instant::now();
@@ -119,29 +109,13 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         // h1 keeps its NOPASSWD rule: a mixed fleet, one password for the rest.
         .sudo_password(&["h2", "h3", "h4"])
         .up();
-    as_deploy(&sb);
-    let rev = common::unique_rev();
+    sb.as_deploy();
+    sb.fresh_revs();
     let all = ["h1", "h2", "h3", "h4"];
-    sb.edit_fleet(|f| {
-        for h in all {
-            f["hosts"][h]["rev"] = rev.into();
-        }
-    });
     let password = sudo_password(&sb);
     let book = runbook(&sb, "mutate.rhai", MUTATE);
     let samples = PsSampler::start(&password);
-    let run = on_pty(
-        &sb,
-        &[
-            "run",
-            book.to_str().unwrap(),
-            "--flake",
-            &sb.flake(),
-            "--json",
-            "--ask-sudo-password",
-        ],
-        &password,
-    );
+    let run = run_on_pty(&sb, &book, &["--json", "--ask-sudo-password"], &password);
     let leaks_in_ps = samples.stop();
     assert!(run.success, "the run failed:\n{}", run.transcript);
     assert_eq!(
@@ -157,9 +131,8 @@ fn the_sudo_password_is_asked_once_on_a_terminal_for_many_hosts_and_leaks_nowher
         );
         let ok = fs::read_to_string(sb.host_root(h).join("run/nonroot-ok")).unwrap();
         assert_eq!(ok.trim(), "0");
-        let want = sb.build_toplevel(h);
-        assert_eq!(sb.current_system(h).as_deref(), Some(want.as_str()), "{h}");
-        assert_eq!(sb.profile_target(h).as_deref(), Some(want.as_str()), "{h}");
+        sb.assert_runs_its_toplevel(h, &run.transcript);
+        assert_eq!(sb.profile_target(h), sb.current_system(h), "{h}");
         assert!(sb.host_root(h).join("run/keys/nonroot.key").exists(), "{h}");
     }
     // The leak scan: terminal output (JSON events included), ps samples, the journal and state,
@@ -203,22 +176,13 @@ fn ask_sudo_password_without_a_terminal_is_an_input_error_before_any_host() {
         return;
     }
     let sb = Sandbox::builder().hosts(1).sudo_password(&["h1"]).up();
-    as_deploy(&sb);
+    sb.as_deploy();
     let book = runbook(
         &sb,
         "touch.rhai",
         r#"exec(hosts(), "touch /run/touched", #{ sudo: true });"#,
     );
-    let mut cmd = Command::new(common::BIN);
-    cmd.args([
-        "run",
-        book.to_str().unwrap(),
-        "--flake",
-        &sb.flake(),
-        "--ask-sudo-password",
-    ])
-    .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-    .stdin(Stdio::null());
+    let mut cmd = common::run_command(&sb, &book, &["--ask-sudo-password"]);
     // SAFETY: setsid is async-signal-safe: the run has no controlling terminal.
     unsafe {
         cmd.pre_exec(|| {
@@ -242,23 +206,13 @@ fn a_wrong_sudo_password_fails_the_host_with_incorrect_password() {
         return;
     }
     let sb = Sandbox::builder().hosts(2).sudo_password(&["h2"]).up();
-    as_deploy(&sb);
+    sb.as_deploy();
     let book = runbook(
         &sb,
         "root.rhai",
         r#"let out = exec(hosts(), "id -u", #{ sudo: true });"#,
     );
-    let run = on_pty(
-        &sb,
-        &[
-            "run",
-            book.to_str().unwrap(),
-            "--flake",
-            &sb.flake(),
-            "--ask-sudo-password",
-        ],
-        "not-the-password",
-    );
+    let run = run_on_pty(&sb, &book, &["--ask-sudo-password"], "not-the-password");
     assert!(!run.success, "{}", run.transcript);
     assert!(
         run.transcript
@@ -277,7 +231,7 @@ fn the_repl_asks_for_the_sudo_password_once_and_keeps_it_out_of_the_history() {
         .hosts(2)
         .sudo_password(&["h1", "h2"])
         .up();
-    as_deploy(&sb);
+    sb.as_deploy();
     let password = sudo_password(&sb);
     let run = drive_pty(
         &sb,
@@ -317,9 +271,8 @@ fn an_untrusted_login_copies_signed_paths_and_without_a_key_is_told_what_to_conf
         return;
     }
     let sb = Sandbox::builder().hosts(1).untrusted(&["h1"]).up();
-    as_deploy(&sb);
-    let rev = common::unique_rev();
-    sb.edit_fleet(|f| f["hosts"]["h1"]["rev"] = rev.into());
+    sb.as_deploy();
+    sb.fresh_revs();
     let toplevel = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -389,14 +342,17 @@ struct PtyRun {
     prompts: usize,
 }
 
-/// Runs nixdeploy with a pseudo-terminal as its controlling terminal (and stdio), typing
-/// `password` each time the prompt appears.
-fn on_pty(sb: &Sandbox, args: &[&str], password: &str) -> PtyRun {
-    drive_pty(sb, args, &[], password)
+/// `nixdeploy run BOOK --flake <sandbox flake> extra…` with a pseudo-terminal as its
+/// controlling terminal (and stdio), typing `password` each time the prompt appears.
+fn run_on_pty(sb: &Sandbox, book: &Path, extra: &[&str], password: &str) -> PtyRun {
+    let (book, flake) = (book.to_str().expect("utf-8 runbook path"), sb.flake());
+    let mut args = vec!["run", book, "--flake", &flake];
+    args.extend_from_slice(extra);
+    drive_pty(sb, &args, &[], password)
 }
 
-/// Like [`on_pty`], and types each `(after, input)` in turn once `after` has appeared (counted
-/// from the previous step's match).
+/// Runs nixdeploy with `args` on a pseudo-terminal as [`run_on_pty`] does, and types each
+/// `(after, input)` in turn once `after` has appeared (counted from the previous step's match).
 fn drive_pty(sb: &Sandbox, args: &[&str], steps: &[(&str, &str)], password: &str) -> PtyRun {
     let (mut master, slave) = openpty();
     let mut cmd = Command::new(common::BIN);

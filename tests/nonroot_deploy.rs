@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, run, runbook, unique_rev, Sandbox};
+use common::background::hold_deploy_locks;
+use common::rollback::assert_rolled_back_and_answering;
+use common::{eventually, run, runbook, Sandbox};
 
 fn example(name: &str) -> String {
     format!("{}/runbooks/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -14,13 +16,8 @@ fn example(name: &str) -> String {
 
 /// Every host logs in as `deploy` and gets a never-built generation.
 fn as_deploy_with_fresh_revs(sb: &Sandbox) {
-    let rev = unique_rev();
-    sb.edit_fleet(|f| {
-        f["defaults"] = serde_json::json!({ "targetUser": "deploy" });
-        for (_, h) in f["hosts"].as_object_mut().unwrap() {
-            h["rev"] = rev.into();
-        }
-    });
+    sb.as_deploy();
+    sb.fresh_revs();
 }
 
 fn hosts(n: usize) -> Vec<String> {
@@ -37,13 +34,8 @@ fn apply_keys_and_sudo_exec_work_as_deploy_on_several_hosts() {
     let out = run(&sb, example("apply.rhai").as_ref(), &[]);
     out.assert_success();
     for h in hosts(3) {
-        let want = sb.build_toplevel(&h);
-        assert_eq!(
-            sb.current_system(&h).as_deref(),
-            Some(want.as_str()),
-            "{h}: {out}"
-        );
-        assert_eq!(sb.profile_target(&h).as_deref(), Some(want.as_str()), "{h}");
+        sb.assert_runs_its_toplevel(&h, &out);
+        assert_eq!(sb.profile_target(&h), sb.current_system(&h), "{h}");
         assert_eq!(sb.profile_generations(&h).len(), 1, "{h}");
     }
     let book = runbook(
@@ -82,12 +74,7 @@ fn canary_promotes_through_waves_as_deploy() {
     let out = run(&sb, example("canary.rhai").as_ref(), &["--set", "soak=2"]);
     out.assert_success();
     for h in hosts(4) {
-        let want = sb.build_toplevel(&h);
-        assert_eq!(
-            sb.current_system(&h).as_deref(),
-            Some(want.as_str()),
-            "{h}: {out}"
-        );
+        sb.assert_runs_its_toplevel(&h, &out);
     }
 }
 
@@ -103,9 +90,7 @@ fn hosts_whose_network_is_cut_roll_themselves_back_as_deploy() {
         .iter()
         .map(|h| sb.current_system(h).expect("a system"))
         .collect();
-    for h in ["h1", "h2"] {
-        sb.set_behavior(h, "cut-network");
-    }
+    sb.set_behavior_on(&["h1", "h2"], "cut-network");
     let book = runbook(
         &sb,
         "cut.rhai",
@@ -114,13 +99,7 @@ fn hosts_whose_network_is_cut_roll_themselves_back_as_deploy() {
     let out = run(&sb, &book, &[]);
     assert!(!out.status.success(), "{out}");
     for (h, old) in ["h1", "h2"].iter().zip(&before) {
-        assert!(
-            eventually(Duration::from_secs(20), || sb.current_system(h).as_ref()
-                == Some(old)),
-            "{h} did not return to {old}: {out}"
-        );
-        assert_eq!(sb.profile_target(h).as_ref(), Some(old), "{h}");
-        assert!(sb.ssh(h, "true").status.success(), "{h} answers again");
+        assert_rolled_back_and_answering(&sb, h, old, Duration::from_secs(20), &out);
     }
     assert_eq!(sb.current_system("h3").as_ref(), Some(&before[2]));
 }
@@ -132,32 +111,9 @@ fn a_second_deployer_is_refused_by_the_deploy_lock_as_deploy() {
     }
     let sb = Sandbox::builder().hosts(2).nix_daemons().up();
     as_deploy_with_fresh_revs(&sb);
-    // The holder takes both hosts' locks (through upload_key) and sits on them.
-    let holder = runbook(
-        &sb,
-        "hold.rhai",
-        r#"upload_key(hosts(), #{ name: "held", text: "x" }); sleep(60);"#,
-    );
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["run".as_ref(), holder.as_os_str()])
-        .args(["--flake", &sb.flake()])
-        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the holding run");
-    let held = eventually(Duration::from_secs(60), || {
-        hosts(2).iter().all(|h| {
-            std::fs::read_to_string(sb.host_root(h).join("run/nixdeploy/deploy.owner"))
-                .is_ok_and(|o| o.contains("hold.rhai"))
-                && sb.host_root(h).join("run/keys/held").exists()
-        })
-    });
-    assert!(held, "the holder never took the locks");
+    let holder = hold_deploy_locks(&sb, &["h1", "h2"]);
     let out = run(&sb, example("apply.rhai").as_ref(), &[]);
-    let _ = child.kill();
-    let _ = child.wait();
+    holder.kill();
     assert_eq!(out.code(), Some(1), "{out}");
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(text.contains("locked by another deployment"), "{out}");
@@ -187,12 +143,7 @@ if !r.ok { throw `activate failed on ${r.failed}`; }
     let out = run(&sb, &book, &[]);
     out.assert_success();
     for h in hosts(2) {
-        let want = sb.build_toplevel(&h);
-        assert_eq!(
-            sb.current_system(&h).as_deref(),
-            Some(want.as_str()),
-            "{h}: {out}"
-        );
+        sb.assert_runs_its_toplevel(&h, &out);
     }
     // Again: nothing is missing, nothing is sent.
     let again = run(&sb, &book, &[]);

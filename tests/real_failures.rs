@@ -4,25 +4,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, run, runbook, Outcome, Sandbox};
-
-/// Deploys the fleet as it is and returns each host's system afterwards.
-fn deploy_baseline(sb: &Sandbox, hosts: &[&str]) -> Vec<String> {
-    let book = runbook(sb, "baseline.rhai", "activate(copy(build(hosts())));");
-    let out = run(sb, &book, &[]);
-    out.assert_success();
-    hosts
-        .iter()
-        .map(|h| {
-            sb.current_system(h)
-                .unwrap_or_else(|| panic!("{h} runs no system: {out}"))
-        })
-        .collect()
-}
+use common::background::BackgroundRun;
+use common::rollback::{
+    assert_back_on, assert_rolled_back_and_answering, deployed_then_set_behavior,
+};
+use common::{eventually, run, runbook, Sandbox};
 
 /// Asserts that `host` runs `system`, and that its profile and boot default name it too.
 fn assert_fully_on(sb: &Sandbox, host: &str, system: &str, out: &dyn std::fmt::Display) {
@@ -43,46 +31,14 @@ fn assert_fully_on(sb: &Sandbox, host: &str, system: &str, out: &dyn std::fmt::D
     );
 }
 
-/// `nixdeploy run` in the background.
-fn start(sb: &Sandbox, book: &Path) -> Child {
-    common::run_command(sb, book, &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start nixdeploy")
-}
-
-/// Waits for a background run (killing it after `limit`).
-fn finish(child: Child, limit: Duration) -> Outcome {
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    let end = Instant::now() + limit;
-    while !waiter.is_finished() {
-        if Instant::now() > end {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("nixdeploy still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = waiter.join().unwrap().expect("wait for nixdeploy");
-    Outcome::from_output("nixdeploy run".into(), out)
-}
-
-/// The state of every activation the watchdog on `host` knows about.
-fn watchdog_states(sb: &Sandbox, host: &str) -> Vec<String> {
-    let dir = sb.host_root(host).join("run/nixdeploy");
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("state")).ok())
-                .map(|s| s.trim().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn armed(sb: &Sandbox, host: &str) -> bool {
-    watchdog_states(sb, host).iter().any(|s| s == "armed")
+/// Waits up to `limit` until every one of `hosts` runs its new system under an armed watchdog
+/// (activated, not yet confirmed).
+fn assert_armed_within(sb: &Sandbox, hosts: &[&str], limit: Duration) {
+    let armed = |h: &&str| sb.activation_states(h).iter().any(|s| s == "armed");
+    assert!(
+        eventually(limit, || hosts.iter().all(armed)),
+        "not every one of {hosts:?} was armed within {limit:?}"
+    );
 }
 
 #[test]
@@ -91,11 +47,7 @@ fn a_network_lost_half_a_second_after_activation_is_rolled_back_on_every_host() 
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    for h in hosts {
-        sb.set_behavior(h, "cut-network-late");
-    }
+    let (sb, before) = deployed_then_set_behavior(3, "cut-network-late");
     // Default settings but a shorter confirm timeout, to keep the test quick.
     let book = runbook(
         &sb,
@@ -106,13 +58,8 @@ fn a_network_lost_half_a_second_after_activation_is_rolled_back_on_every_host() 
 
     assert_eq!(out.code(), Some(1), "{out}");
     for (h, old) in hosts.iter().zip(&before) {
-        assert!(
-            eventually(Duration::from_secs(10), || sb.current_system(h).as_ref()
-                == Some(old)),
-            "{h} did not return to {old}: {out}"
-        );
+        assert_rolled_back_and_answering(&sb, h, old, Duration::from_secs(10), &out);
         assert_fully_on(&sb, h, old, &out);
-        assert!(sb.ssh(h, "true").status.success(), "{h} is still cut off");
         assert!(
             out.stderr.contains(&format!("{h} rolled back")),
             "no rollback reported for {h}: {out}"
@@ -125,9 +72,7 @@ fn a_host_whose_ssh_is_blocked_for_ten_seconds_is_confirmed_once_it_answers_agai
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "block-ssh");
+    let (sb, _) = deployed_then_set_behavior(1, "block-ssh");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -151,11 +96,9 @@ fn a_connection_dropped_during_activation_is_followed_by_a_confirmation_over_a_n
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
+    let (sb, _) = deployed_then_set_behavior(1, "block-ssh");
     // Longer than the multiplexed connection's keepalives (3 × 5 s): it surely dies.
     sb.edit_fleet(|f| f["hosts"]["h1"]["blockSshSecs"] = 20.into());
-    sb.set_behavior("h1", "block-ssh");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -177,10 +120,8 @@ fn without_magic_rollback_a_host_blocked_during_activation_is_still_reported_dep
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
+    let (sb, _) = deployed_then_set_behavior(1, "block-ssh");
     sb.edit_fleet(|f| f["hosts"]["h1"]["blockSshSecs"] = 20.into());
-    sb.set_behavior("h1", "block-ssh");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
@@ -198,21 +139,16 @@ fn a_host_rebooted_while_armed_comes_back_on_its_previous_generation() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let gens = sb.profile_generations("h1");
-    sb.set_behavior("h1", "ok");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
         "armed.rhai",
         "let r = activate(copy(build(hosts())), #{ confirm: \"manual\", confirm_timeout: 60 });\nsleep(10);\nconfirm(r);",
     );
-    let deployer = start(&sb, &book);
-    assert!(
-        eventually(Duration::from_secs(60), || armed(&sb, "h1")),
-        "h1 was never armed"
-    );
+    let deployer = BackgroundRun::start(&sb, &book, &[]);
+    assert_armed_within(&sb, &["h1"], Duration::from_secs(60));
     // Test first: the new system runs, but nothing that survives a reboot names it.
     assert_eq!(sb.current_system("h1").as_deref(), Some(new.as_str()));
     assert_eq!(sb.profile_target("h1").as_ref(), Some(&before[0]));
@@ -222,7 +158,7 @@ fn a_host_rebooted_while_armed_comes_back_on_its_previous_generation() {
     sb.reboot("h1");
 
     assert_ne!(sb.boot_id("h1"), boot_id, "the reboot kept the boot id");
-    let out = finish(deployer, Duration::from_secs(120));
+    let out = deployer.finish(Duration::from_secs(120));
     assert_fully_on(&sb, "h1", &before[0], &out);
     assert_eq!(sb.profile_generations("h1"), gens, "{out}");
     assert_eq!(out.code(), Some(1), "{out}");
@@ -276,28 +212,23 @@ fn a_wall_clock_step_during_the_confirm_window_does_not_roll_back_a_confirmed_ho
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
+    let (sb, _) = deployed_then_set_behavior(1, "ok");
     stage_clock_step(&sb, "h1");
-    sb.set_behavior("h1", "ok");
     let new = sb.build_toplevel("h1");
     let book = runbook(
         &sb,
         "clock.rhai",
         "let r = activate(copy(build(hosts())), #{ confirm_timeout: 15, settle: 5 });\nif !r.ok { throw `failed: ${r.failed}`; }",
     );
-    let deployer = start(&sb, &book);
-    assert!(
-        eventually(Duration::from_secs(60), || armed(&sb, "h1")),
-        "h1 was never armed"
-    );
+    let deployer = BackgroundRun::start(&sb, &book, &[]);
+    assert_armed_within(&sb, &["h1"], Duration::from_secs(60));
     step_clock(&sb, "h1", 3600);
 
-    let out = finish(deployer, Duration::from_secs(120));
+    let out = deployer.finish(Duration::from_secs(120));
     out.assert_success();
     assert_fully_on(&sb, "h1", &new, &out);
     assert!(
-        watchdog_states(&sb, "h1").iter().any(|s| s == "confirmed"),
+        sb.activation_states("h1").iter().any(|s| s == "confirmed"),
         "{out}"
     );
 }
@@ -307,30 +238,27 @@ fn a_wall_clock_stepped_back_does_not_keep_an_unconfirmed_host_for_an_hour() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "cut-network");
     stage_clock_step(&sb, "h1");
-    sb.set_behavior("h1", "cut-network");
     let book = runbook(
         &sb,
         "clock.rhai",
         "activate(copy(build(hosts())), #{ confirm_timeout: 8 });",
     );
-    let deployer = start(&sb, &book);
-    assert!(
-        eventually(Duration::from_secs(60), || armed(&sb, "h1")),
-        "h1 was never armed"
-    );
+    let deployer = BackgroundRun::start(&sb, &book, &[]);
+    assert_armed_within(&sb, &["h1"], Duration::from_secs(60));
     std::fs::write(sb.host_root("h1").join("run/clock-offset"), "-3600").unwrap();
     let stepped = Instant::now();
 
-    assert!(
-        eventually(Duration::from_secs(20), || sb.current_system("h1").as_ref()
-            == Some(&before[0])),
-        "h1 was not rolled back within its confirm timeout after the clock stepped back"
+    assert_back_on(
+        &sb,
+        "h1",
+        &before[0],
+        Duration::from_secs(20),
+        "not rolled back within its confirm timeout after the clock stepped back",
     );
     assert!(stepped.elapsed() < Duration::from_secs(20));
-    let out = finish(deployer, Duration::from_secs(120));
+    let out = deployer.finish(Duration::from_secs(120));
     assert_eq!(out.code(), Some(1), "{out}");
     assert_fully_on(&sb, "h1", &before[0], &out);
 }
@@ -348,15 +276,13 @@ fn killing_the_lock_holders_connection_fails_the_host_and_frees_the_lock() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, _) = deployed_then_set_behavior(1, "ok");
     let first = runbook(
         &sb,
         "holder.rhai",
         "let c = copy(build(hosts()));\nsleep(30);\nactivate(c);",
     );
-    let deployer = start(&sb, &first);
+    let deployer = BackgroundRun::start(&sb, &first, &[]);
     let owner = sb.host_root("h1").join("run/nixdeploy/deploy.owner");
     assert!(
         eventually(Duration::from_secs(60), || std::fs::read_to_string(&owner)
@@ -376,7 +302,7 @@ fn killing_the_lock_holders_connection_fails_the_host_and_frees_the_lock() {
     let took = eventually(Duration::from_secs(40), || {
         run(&sb, &second, &[]).status.success()
     });
-    let out = finish(deployer, Duration::from_secs(120));
+    let out = deployer.finish(Duration::from_secs(120));
     assert!(took, "a second run could not take the lock: {out}");
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains("lost the deploy lock on h1"), "{out}");
@@ -403,9 +329,7 @@ fn a_refused_live_switch_fails_the_host_or_makes_the_new_system_the_boot_default
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "inhibited");
+    let (sb, before) = deployed_then_set_behavior(1, "inhibited");
     let new = sb.build_toplevel("h1");
 
     let refuse = runbook(&sb, "refuse.rhai", "activate(copy(build(hosts())));");
@@ -434,28 +358,17 @@ fn sigterm_during_a_deploy_prints_the_summary_and_settles_every_armed_host() {
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    for h in hosts {
-        sb.set_behavior(h, "ok");
-    }
+    let (sb, before) = deployed_then_set_behavior(3, "ok");
     let book = runbook(
         &sb,
         "term.rhai",
         "let r = activate(copy(build(hosts())), #{ confirm: \"manual\", confirm_timeout: 90 });\nsleep(90);\nconfirm(r);",
     );
-    let deployer = start(&sb, &book);
-    assert!(
-        eventually(Duration::from_secs(90), || hosts
-            .iter()
-            .all(|h| armed(&sb, h))),
-        "the hosts were never all armed"
-    );
-    let pid = deployer.id();
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let deployer = BackgroundRun::start(&sb, &book, &[]);
+    assert_armed_within(&sb, &hosts, Duration::from_secs(90));
+    deployer.signal(libc::SIGTERM);
     let signalled = Instant::now();
-    let out = finish(deployer, Duration::from_secs(60));
+    let out = deployer.finish(Duration::from_secs(60));
 
     assert_eq!(out.code(), Some(130), "{out}");
     // Settled by the deployer, not by the watchdogs' 90 s timeout.
@@ -468,11 +381,11 @@ fn sigterm_during_a_deploy_prints_the_summary_and_settles_every_armed_host() {
     for (h, old) in hosts.iter().zip(&before) {
         assert_fully_on(&sb, h, old, &out);
         assert!(
-            watchdog_states(&sb, h)
+            sb.activation_states(h)
                 .iter()
                 .all(|s| s.starts_with("rolled-back") || s == "confirmed" || s == "done"),
             "{h} left an activation unsettled: {:?}",
-            watchdog_states(&sb, h)
+            sb.activation_states(h)
         );
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{runbook, skip_unless_root, unique_rev, Sandbox};
+use common::{runbook, skip_unless_root, Sandbox};
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 
@@ -14,12 +14,7 @@ fn activate_boot_with_reboot_brings_every_host_back_on_its_new_system() {
         return;
     }
     let sb = Sandbox::up(3);
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
+    sb.fresh_revs();
     let before: Vec<String> = HOSTS.iter().map(|h| sb.boot_id(h)).collect();
     let book = runbook(
         &sb,
@@ -43,11 +38,7 @@ fn activate_boot_with_reboot_brings_every_host_back_on_its_new_system() {
             format!("{out}").contains(&format!("{h}: {new}")),
             "the report carries {h}'s new boot id: {out}"
         );
-        assert_eq!(
-            sb.current_system(h),
-            Some(sb.build_toplevel(h)),
-            "{h} came back running its new system"
-        );
+        sb.assert_runs_its_toplevel(h, "it came back running its new system");
     }
 }
 
@@ -57,12 +48,7 @@ fn reboot_alone_waits_for_each_host_and_a_second_step_reuses_new_connections() {
         return;
     }
     let sb = Sandbox::up(3);
-    let rev = unique_rev();
-    sb.edit_fleet(|v| {
-        for (_, h) in v["hosts"].as_object_mut().unwrap() {
-            h["rev"] = serde_json::json!(rev);
-        }
-    });
+    sb.fresh_revs();
     let book = runbook(
         &sb,
         "reboot.rhai",
@@ -81,6 +67,6 @@ fn reboot_alone_waits_for_each_host_and_a_second_step_reuses_new_connections() {
     assert!(!format!("{out}").contains("lost the deploy lock"), "{out}");
     for (h, old) in HOSTS.iter().zip(before) {
         assert_ne!(sb.boot_id(h), old, "{h} rebooted");
-        assert_eq!(sb.current_system(h), Some(sb.build_toplevel(h)));
+        sb.assert_runs_its_toplevel(h, "after the reboot");
     }
 }

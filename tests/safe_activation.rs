@@ -5,22 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, run, runbook, Sandbox};
+use common::background::BackgroundRun;
+use common::rollback::{
+    assert_back_on, assert_rolled_back_and_answering, deployed_then_set_behavior,
+};
+use common::{eventually, run, runbook};
 
-/// Deploys the fleet as it is and returns each host's system afterwards.
-fn deploy_baseline(sb: &Sandbox, hosts: &[&str]) -> Vec<String> {
-    let book = runbook(sb, "apply.rhai", APPLY);
-    let out = run(sb, &book, &[]);
-    out.assert_success();
-    hosts
-        .iter()
-        .map(|h| {
-            sb.current_system(h)
-                .unwrap_or_else(|| panic!("{h} runs no system: {out}"))
-        })
-        .collect()
-}
-
+/// Activates everything with a short confirm timeout and fails on any host that fails.
 const APPLY: &str = r#"
 let r = activate(copy(build(hosts())), #{ confirm_timeout: 5 });
 if !r.ok { throw `activate failed on ${r.failed}`; }
@@ -31,10 +22,8 @@ fn failing_activation_rolls_back_to_the_previous_generation() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "fail-activation");
     let gens_before = sb.profile_generations("h1");
-    sb.set_behavior("h1", "fail-activation");
 
     let book = runbook(
         &sb,
@@ -68,11 +57,7 @@ fn hosts_whose_new_generation_cuts_the_network_roll_themselves_back() {
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    for h in hosts {
-        sb.set_behavior(h, "cut-network");
-    }
+    let (sb, before) = deployed_then_set_behavior(3, "cut-network");
 
     let book = runbook(
         &sb,
@@ -84,16 +69,7 @@ fn hosts_whose_new_generation_cuts_the_network_roll_themselves_back() {
 
     assert!(!out.status.success(), "{out}");
     for (h, old) in hosts.iter().zip(&before) {
-        assert!(
-            eventually(Duration::from_secs(5), || sb.current_system(h).as_ref()
-                == Some(old)),
-            "{h} did not return to {old}: {out}"
-        );
-        assert!(
-            sb.ssh(h, "true").status.success(),
-            "{h} does not answer ssh again"
-        );
-        assert_eq!(sb.profile_target(h).as_ref(), Some(old));
+        assert_rolled_back_and_answering(&sb, h, old, Duration::from_secs(5), &out);
     }
     // Each watchdog acted alone: the whole fleet is back well before hosts×timeout.
     assert!(
@@ -127,19 +103,9 @@ fn a_second_run_is_refused_while_the_first_holds_the_deploy_lock() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let slow = runbook(&sb, "slow.rhai", SLOW);
-    let first = {
-        let (flake, slow, state) = (sb.flake(), slow.clone(), sb.state_dir().to_path_buf());
-        std::thread::spawn(move || {
-            common::Run::new(&["run"], &state)
-                .args(&[slow.as_os_str()])
-                .args(&["--flake", &flake])
-                .output()
-        })
-    };
+    let first = BackgroundRun::start(&sb, &slow, &[]);
     assert!(
         eventually(Duration::from_secs(60), || sb
             .current_system("h1")
@@ -171,8 +137,7 @@ fn a_second_run_is_refused_while_the_first_holds_the_deploy_lock() {
         "holder not named: {second}"
     );
 
-    let first = first.join().expect("first run");
-    first.assert_success();
+    first.finish(Duration::from_secs(120)).assert_success();
     let new = sb.current_system("h1").expect("h1 runs a system");
     assert_ne!(new, before[0], "the confirmed generation was not kept");
     run(&sb, &quick, &[]).assert_success();
@@ -188,9 +153,7 @@ fn manual_confirmation_after_a_passing_check_keeps_the_new_generation() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let book = runbook(
         &sb,
         "manual.rhai",
@@ -215,10 +178,8 @@ fn a_runbook_that_never_confirms_is_rolled_back_when_it_ends() {
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let gens = sb.profile_generations("h1");
-    sb.set_behavior("h1", "ok");
     let book = runbook(
         &sb,
         "forget.rhai",
@@ -252,9 +213,7 @@ fn a_gate_without_a_terminal_stops_the_run_before_the_next_step_touches_a_host()
     if !common::skip_unless_root() {
         return;
     }
-    let sb = Sandbox::up(1);
-    let before = deploy_baseline(&sb, &["h1"]);
-    sb.set_behavior("h1", "ok");
+    let (sb, before) = deployed_then_set_behavior(1, "ok");
     let new = sb.build_toplevel("h1");
     let book = runbook(&sb, "gated.rhai", GATED);
 
@@ -274,11 +233,7 @@ fn killing_the_deployer_during_the_confirmation_window_rolls_every_host_back() {
         return;
     }
     let hosts = ["h1", "h2", "h3"];
-    let sb = Sandbox::up(3);
-    let before = deploy_baseline(&sb, &hosts);
-    for h in hosts {
-        sb.set_behavior(h, "ok");
-    }
+    let (sb, before) = deployed_then_set_behavior(3, "ok");
     let book = runbook(
         &sb,
         "killed.rhai",
@@ -288,15 +243,7 @@ sleep(60);
 confirm(r);
 "#,
     );
-    let mut deployer = std::process::Command::new(common::BIN)
-        .args(["run".as_ref(), book.as_os_str()])
-        .args(["--flake", &sb.flake()])
-        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start nixdeploy");
+    let deployer = BackgroundRun::start(&sb, &book, &[]);
     let all_new = eventually(Duration::from_secs(60), || {
         hosts
             .iter()
@@ -304,16 +251,16 @@ confirm(r);
             .all(|(h, old)| sb.current_system(h).is_some_and(|s| &s != old))
     });
     // SIGKILL: no destructor, no settle, no last word to the hosts.
-    deployer.kill().expect("kill -9 nixdeploy");
-    let _ = deployer.wait();
+    deployer.kill();
     assert!(all_new, "the hosts never showed the new system");
 
     for (h, old) in hosts.iter().zip(&before) {
-        assert!(
-            eventually(Duration::from_secs(15), || sb.current_system(h).as_ref()
-                == Some(old)),
-            "{h} still runs {:?}, not {old}",
-            sb.current_system(h)
+        assert_back_on(
+            &sb,
+            h,
+            old,
+            Duration::from_secs(15),
+            "the deployer was killed",
         );
         assert_eq!(sb.profile_target(h).as_ref(), Some(old), "{h}'s profile");
     }

@@ -3,55 +3,22 @@
 
 mod common;
 
-use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::background::hold_deploy_locks;
 use common::{eventually, run, runbook, Sandbox};
-
-/// Takes h1's deploy lock (through `upload_key`) and then sits on it.
-const HOLD: &str = r#"
-upload_key(host("h1"), #{ name: "hold.key", text: "held" });
-sleep(60);
-"#;
 
 const APPLY: &str = r#"
 let r = activate(copy(build(hosts())), #{ confirm_timeout: 5 });
 if !r.ok { throw `activate failed on ${r.failed}`; }
 "#;
 
-/// Starts the holding run in the background and waits until h1 names it as the lock's owner.
-fn start_holder(sb: &Sandbox) -> Child {
-    let book = runbook(sb, "hold.rhai", HOLD);
-    let child = Command::new(common::BIN)
-        .args(["run".as_ref(), book.as_os_str()])
-        .args(["--flake", &sb.flake()])
-        .env("NIXDEPLOY_STATE_DIR", sb.state_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the holding run");
-    let owner = sb.host_root("h1").join("run/nixdeploy/deploy.owner");
-    let held = eventually(Duration::from_secs(60), || {
-        fs::read_to_string(&owner).is_ok_and(|o| o.contains("hold.rhai"))
-            && sb.host_root("h1").join("run/keys/hold.key").exists()
-    });
-    assert!(held, "the holding run never took h1's lock");
-    child
-}
-
 /// Whether h1's deploy lock is free right now.
 fn lock_free(sb: &Sandbox) -> bool {
     sb.ssh("h1", "flock -n /run/nixdeploy/deploy.lock true")
         .status
         .success()
-}
-
-fn kill9(mut child: Child) {
-    child.kill().expect("kill -9 the holder");
-    let _ = child.wait();
 }
 
 /// Gives h1 a generation nobody has built yet.
@@ -74,6 +41,15 @@ fn assert_refused_naming_the_holder(sb: &Sandbox, book: &Path) {
         before,
         "refused run changed h1: {out}"
     );
+}
+
+/// With h1's lock held, a plain run for a new generation is refused naming the holder, and the
+/// same run with `--force-unlock` breaks the lock and deploys.
+fn assert_only_force_unlock_breaks_the_lock(sb: &Sandbox) {
+    new_generation(sb);
+    let book = runbook(sb, "apply.rhai", APPLY);
+    assert_refused_naming_the_holder(sb, &book);
+    assert_force_unlock_deploys(sb, &book);
 }
 
 fn assert_force_unlock_deploys(sb: &Sandbox, book: &Path) {
@@ -99,12 +75,9 @@ fn a_lock_held_by_a_live_run_is_refused_and_broken_only_with_force_unlock() {
         return;
     }
     let sb = Sandbox::up(1);
-    let holder = start_holder(&sb);
-    new_generation(&sb);
-    let book = runbook(&sb, "apply.rhai", APPLY);
-    assert_refused_naming_the_holder(&sb, &book);
-    assert_force_unlock_deploys(&sb, &book);
-    kill9(holder);
+    let holder = hold_deploy_locks(&sb, &["h1"]);
+    assert_only_force_unlock_breaks_the_lock(&sb);
+    holder.kill();
 }
 
 #[test]
@@ -113,14 +86,11 @@ fn a_lock_left_by_a_frozen_run_is_refused_and_broken_only_with_force_unlock() {
         return;
     }
     let sb = Sandbox::up(1);
-    let holder = start_holder(&sb);
+    let holder = hold_deploy_locks(&sb, &["h1"]);
     // SIGSTOP: the run's connection stays open but sends no heartbeat — a lock left behind.
-    signal(&holder, libc::SIGSTOP);
-    new_generation(&sb);
-    let book = runbook(&sb, "apply.rhai", APPLY);
-    assert_refused_naming_the_holder(&sb, &book);
-    assert_force_unlock_deploys(&sb, &book);
-    kill9(holder);
+    holder.signal(libc::SIGSTOP);
+    assert_only_force_unlock_breaks_the_lock(&sb);
+    holder.kill();
 }
 
 #[test]
@@ -129,8 +99,8 @@ fn a_lock_left_by_a_frozen_run_expires_after_its_last_heartbeat() {
         return;
     }
     let sb = Sandbox::up(1);
-    let holder = start_holder(&sb);
-    signal(&holder, libc::SIGSTOP);
+    let holder = hold_deploy_locks(&sb, &["h1"]);
+    holder.signal(libc::SIGSTOP);
     let frozen = Instant::now();
     assert!(
         !lock_free(&sb),
@@ -148,7 +118,7 @@ fn a_lock_left_by_a_frozen_run_expires_after_its_last_heartbeat() {
         frozen.elapsed()
     );
     eprintln!("lock expired {:?} after SIGSTOP", frozen.elapsed());
-    kill9(holder);
+    holder.kill();
     deploys_now(&sb);
 }
 
@@ -158,7 +128,7 @@ fn a_lock_ends_as_soon_as_a_killed_holder_s_connection_closes() {
         return;
     }
     let sb = Sandbox::up(1);
-    kill9(start_holder(&sb));
+    hold_deploy_locks(&sb, &["h1"]).kill();
     let killed = Instant::now();
     assert!(
         eventually(Duration::from_secs(40), || lock_free(&sb)),
@@ -176,13 +146,4 @@ fn deploys_now(sb: &Sandbox) {
     let book = runbook(sb, "apply.rhai", APPLY);
     run(sb, &book, &[]).assert_success();
     assert_ne!(sb.current_system("h1"), before);
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as i32, sig) },
-        0,
-        "kill {sig}"
-    );
 }

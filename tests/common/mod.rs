@@ -2,6 +2,8 @@
 //!
 //! Every test file that needs hosts does `mod common;` and starts with
 //! `if !common::skip_unless_root() { return; }`, then `let sb = common::Sandbox::up(3);`.
+//! Runs kept going in the background (and the run that sits on deploy locks) are in
+//! [`background`]; the rollback tests' baseline deploy and "back on it" checks in [`rollback`].
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
@@ -14,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 
 use tempfile::TempDir;
+
+pub mod background;
+pub mod rollback;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_nixdeploy");
@@ -405,6 +410,11 @@ impl Sandbox {
         fs::write(self.fleet_json_path(), text + "\n").expect("write fleet.json");
     }
 
+    /// Every host logs in as `deploy` (the sandbox's non-root login, with sudo) instead of root.
+    pub fn as_deploy(&self) {
+        self.edit_fleet(|f| f["defaults"] = serde_json::json!({ "targetUser": "deploy" }));
+    }
+
     /// Gives `host` a new generation with `behavior` (`ok`, `fail-activation`, `cut-network`,
     /// `cut-network-late`, `block-ssh`, `inhibited`, `unhealthy`) by bumping its `rev`; returns
     /// the new rev.
@@ -417,6 +427,13 @@ impl Sandbox {
             h["behavior"] = behavior.into();
         });
         rev
+    }
+
+    /// Gives each of `hosts` a new generation with `behavior`, as [`Sandbox::set_behavior`] does.
+    pub fn set_behavior_on(&self, hosts: &[&str], behavior: &str) {
+        for host in hosts {
+            self.set_behavior(host, behavior);
+        }
     }
 
     /// Where `host`'s private `/nix`, `/run`, `/root` (as `root/`), `/etc/nix` and `/etc/ssh`
@@ -508,6 +525,18 @@ impl Sandbox {
         .unwrap_or_default()
     }
 
+    /// The state of every system activation `host`'s watchdog knows about (`armed`, `confirmed`,
+    /// `done`, `rolled-back…`), one per activation, in no particular order.
+    pub fn activation_states(&self, host: &str) -> Vec<String> {
+        fs::read_dir(self.host_root(host).join("run/nixdeploy"))
+            .map(|rd| {
+                rd.filter_map(|e| fs::read_to_string(e.ok()?.path().join("state")).ok())
+                    .map(|s| s.trim().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `host`'s `/run/nixdeploy-sandbox/health` (`healthy`/`unhealthy`), if written.
     pub fn health(&self, host: &str) -> Option<String> {
         fs::read_to_string(self.host_root(host).join("run/nixdeploy-sandbox/health"))
@@ -545,26 +574,25 @@ impl Sandbox {
         self.host_root(host).join("nix/var/nixdeploy-sandbox/bin")
     }
 
-    /// The sshd pid of every host, from the sandbox's state file.
-    pub fn sshd_pids(&self) -> Vec<u32> {
+    /// The `hosts` entries of the sandbox's state file (`state.json`).
+    fn state_hosts(&self) -> Vec<serde_json::Value> {
         let text = fs::read_to_string(self.dir.join("state.json")).expect("state.json");
         let state: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
-        state["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        state["hosts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The sshd pid of every host, from the sandbox's state file.
+    pub fn sshd_pids(&self) -> Vec<u32> {
+        self.state_hosts()
+            .iter()
             .filter_map(|h| h["sshd_pid"].as_u64().map(|p| p as u32))
             .collect()
     }
 
     /// The network namespace names of every host, from the sandbox's state file.
     pub fn netns_names(&self) -> Vec<String> {
-        let text = fs::read_to_string(self.dir.join("state.json")).expect("state.json");
-        let state: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
-        state["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        self.state_hosts()
+            .iter()
             .filter_map(|h| h["netns"].as_str().map(str::to_owned))
             .collect()
     }
@@ -591,6 +619,17 @@ impl Sandbox {
             .as_str()
             .expect("out path")
             .to_owned()
+    }
+
+    /// Asserts that `host` runs the toplevel the sandbox flake builds for it now (built here
+    /// with [`Sandbox::build_toplevel`]); `context` ends the message.
+    pub fn assert_runs_its_toplevel(&self, host: &str, context: impl std::fmt::Display) {
+        let want = self.build_toplevel(host);
+        assert_eq!(
+            self.current_system(host).as_deref(),
+            Some(want.as_str()),
+            "{host} does not run its toplevel: {context}"
+        );
     }
 
     /// `nix copy --no-check-sigs --to ssh-ng://host path` through the sandbox's ssh config.
