@@ -100,7 +100,13 @@ print(f"{wall:.2f} {hwm / 1024:.0f} {kids:.0f} {p.returncode}")
 PY
 }
 scale_nd() { # scale_nd [ARGS...]: apply with the scale settings
-    scale_timed "$bin" run runbooks/apply.rhai --flake "path:$root/sb/flake" --parallel 32 "$@"
+    scale_timed "$bin" run "${SCALE_BOOK:-runbooks/apply.rhai}" --flake "path:$root/sb/flake" --parallel 32 "$@"
+}
+# The loop's guarantees: no settle window, no magic rollback (it confirms nothing).
+scale_bare() {
+    printf '%s\n' 'let r = deploy(hosts(), #{ settle: 0, magic_rollback: false });' \
+        'if !r.ok { throw `failed: ${r.failed}`; }' > "$root/bare.rhai"
+    SCALE_BOOK="$root/bare.rhai" scale_nd "$@"
 }
 scale_work() { # scale_work N: every host's evaluation costs N list elements (0: cheap)
     python3 - "$root/sb/flake/fleet.json" "$1" <<'PY'
@@ -155,9 +161,15 @@ scale_size() { # scale_size N KIB WORK LABEL: every scenario of one fleet size a
     scale_rev "$r2"
     read -r w o k rc < <(scale_nd --no-persist); change="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, change"
     read -r floor _ _ _ < <(floor_noop)
+    local bare=""
+    if [ "$n" -le "${SCALE_HEAVY_LOOP:-256}" ]; then
+        scale_rev "$RANDOM$RANDOM"
+        read -r w o k rc < <(scale_bare --no-persist); bare="$w|$o|$k"; scale_check "$rc" "$n hosts, ${label:-heavy}, change without safety net"
+    fi
 
     scale_row "| $n | $label | first deploy | ${first//|/ | } | | |"
     scale_row "| $n | $label | change (every host) | ${change//|/ | } | | |"
+    [ -z "$bare" ] || scale_row "| $n | $label | change, the loop's guarantees (\`settle: 0, magic_rollback: false\`) | ${bare//|/ | } | | |"
     scale_row "| $n | $label | no-op, cold connections | ${cold//|/ | } | | $floor |"
     scale_row "| $n | $label | no-op, warm connections | ${warm//|/ | } | | |"
     # The parallel loop on the evaluation-heavy fixture is slow: only up to SCALE_HEAVY_LOOP hosts.
