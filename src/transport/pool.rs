@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::{Access, Connection, Secret, Target};
@@ -72,6 +72,9 @@ pub struct Pool {
     /// Why a [`Pool::warm`] failed, by host: the next [`Pool::get`] reports it instead of
     /// trying again at once (an unreachable host costs its timeouts once, not twice).
     warm_failures: Mutex<HashMap<HostName, String>>,
+    /// Set by [`Pool::close_all`]: a handshake that finishes after it closes its connection
+    /// at once instead of leaving a master to idle out.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -100,6 +103,7 @@ impl Pool {
             password: Mutex::new(None),
             accesses: Mutex::new(HashMap::new()),
             warm_failures: Mutex::new(HashMap::new()),
+            closed: Default::default(),
         })
     }
 
@@ -156,6 +160,10 @@ impl Pool {
     /// runs on the host (a host whose escalation would prompt fails here).
     async fn open(&self, target: &Target) -> anyhow::Result<Connection> {
         let mut conn = self.connect(target).await?;
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            conn.close().await;
+            bail!("the connection pool is closed");
+        }
         let password = self.password.lock().unwrap().clone();
         match super::privilege::probe(&conn, password.as_ref()).await {
             Ok(access) => {
@@ -265,6 +273,7 @@ impl Pool {
         if self.persists() {
             return;
         }
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let slots: Vec<Slot> = self
             .slots
             .lock()

@@ -335,6 +335,9 @@ impl Connection {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A run that ends (or is interrupted) mid-handshake leaves no master behind: `-f`
+            // puts the master in the background only once it is connected.
+            .kill_on_drop(true)
             .status()
             .await
             .map_err(|err| match err.raw_os_error() {
