@@ -265,3 +265,35 @@ confirm(r);
         assert_eq!(sb.profile_target(h).as_ref(), Some(old), "{h}'s profile");
     }
 }
+
+#[test]
+fn an_activation_right_after_a_copy_asks_the_host_again_when_a_command_ran_in_between() {
+    if !common::skip_unless_root() {
+        return;
+    }
+    let sb = common::Sandbox::up(1);
+    sb.fresh_revs();
+    let old = common::rollback::deploy_baseline(&sb, &["h1"]).remove(0);
+    sb.fresh_revs();
+    let new = common::rollback::deploy_baseline(&sb, &["h1"]).remove(0);
+    assert_ne!(old, new);
+
+    // copy finds h1 running the new system (nothing to send); then a command puts the old one
+    // back. The activation right after must see that, not trust what copy saw a moment ago.
+    let book = runbook(
+        &sb,
+        "copy-exec-activate.rhai",
+        &format!(
+            "let c = copy(build(hosts()));\n\
+             let e = exec(hosts(), \"{old}/bin/switch-to-configuration test\");\n\
+             if !e.ok {{ throw `exec failed: ${{e.errors}}`; }}\n\
+             let r = activate(c, #{{ settle: 0 }});\n\
+             if !r.ok {{ throw `activate failed: ${{r.errors}}`; }}\n"
+        ),
+    );
+    let out = run(&sb, &book, &[]);
+    out.assert_success();
+    out.assert_stderr_contains("1 host(s): 1 deployed");
+    assert!(!out.stderr.contains("activate skipped"), "{out}");
+    assert_eq!(sb.current_system("h1").as_ref(), Some(&new), "{out}");
+}
