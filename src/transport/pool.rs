@@ -56,7 +56,8 @@ enum ControlDir {
 }
 
 /// Open connections by host. A failed connection is not remembered: the next step that needs
-/// the host tries again.
+/// the host tries again (except after a failed [`Pool::warm`], whose failure the next step
+/// reports once instead of paying the host's timeouts again).
 pub struct Pool {
     dir: ControlDir,
     slots: Mutex<HashMap<HostName, Slot>>,
@@ -267,8 +268,8 @@ impl Pool {
         self.get(target).await
     }
 
-    /// Ends the run's connections, all at once (each close is an `ssh -O exit`); persisted
-    /// masters are left running for the next run and exit by themselves when idle.
+    /// Ends the run's connections, all at once (see [`Connection::close`]); persisted masters
+    /// are left running for the next run and exit by themselves when idle.
     pub async fn close_all(&self) {
         if self.persists() {
             return;
